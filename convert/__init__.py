@@ -1,0 +1,1 @@
+"""Convert stage: checkpoints and adapters → plans."""

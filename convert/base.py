@@ -1,0 +1,142 @@
+"""Base checkpoint → Plan: llama.cpp's tensor names, transforms, types and metadata for the base model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+from gguf import GGML_QUANT_VERSION, Keys
+from gguf import GGMLQuantizationType as QT
+
+from lorapack.errors import CheckpointError
+
+from .arch import Arch, arch_for, llama_permute
+from .checkpoint import BaseCheckpoint
+from .hparams import HParams, flatten
+from .plan import Plan, PlannedTensor, string, u32
+from .safetensors_io import TensorRef
+from .types import file_type, stored_type
+from .vocab import load_tokenizer_json
+
+# multimodal towers llama.cpp leaves out of the text model
+_SKIP_PREFIXES = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision")
+
+
+@dataclass
+class BaseModel:
+    """A checkpoint with its architecture resolved: what both base and adapter conversion need."""
+
+    ckpt: BaseCheckpoint
+    arch: Arch
+    h: HParams
+
+    @property
+    def n_head(self) -> int:
+        return self.h.find(["n_heads", "num_attention_heads"])
+
+    @property
+    def n_head_kv(self) -> int:
+        return self.h.find(["n_kv_heads", "num_key_value_heads"], None) or self.n_head
+
+    def qk_heads(self, hf_name: str) -> int | None:
+        """Heads to permute by, for a q/k projection of an architecture that permutes; else None."""
+        if not self.arch.permute_qk:
+            return None
+        if ".q_proj." in hf_name + ".":
+            return self.n_head
+        if ".k_proj." in hf_name + ".":
+            return self.n_head_kv
+        return None
+
+    def map_name(self, hf_name: str) -> tuple[str, int | None] | None:
+        return self.arch.map_name(hf_name)
+
+
+def resolve(ckpt: BaseCheckpoint) -> BaseModel:
+    arch = arch_for(ckpt.config)
+    return BaseModel(ckpt, arch, flatten(ckpt.config, arch.defaults))
+
+
+def general_keys(model: BaseModel, kind: str) -> list:
+    return [string(Keys.General.ARCHITECTURE, model.arch.name), string(Keys.General.TYPE, kind),
+            string(Keys.General.NAME, model.ckpt.path.resolve().name)]
+
+
+# rows [start, stop) of what gets added to a base weight (HF orientation, float32) — the merged layout's deltas
+Delta = Callable[[int, int], np.ndarray]
+
+
+def base_plan(model: BaseModel, outtype: QT, deltas: dict[str, Delta] | None = None) -> Plan:
+    plan = Plan()
+    plan.add(*general_keys(model, "model"))
+    plan.add(*model.arch.metadata(model.h, int(file_type(outtype))))
+    plan.add(u32(Keys.General.QUANTIZATION_VERSION, GGML_QUANT_VERSION))
+    plan.add(*model.arch.vocab(model.ckpt, model.h))
+    for name, values in model.arch.extra_tensors(model.h):
+        plan.tensors.append(PlannedTensor(name, values.shape, QT.F32, lambda v=values: v, "(generated)"))
+    plan.tensors += base_tensors(model, outtype, deltas or {})
+    return plan
+
+
+def base_tensors(model: BaseModel, outtype: QT, deltas: dict[str, Delta]) -> list[PlannedTensor]:
+    out, unmapped = [], []
+    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
+    for hf_name, ref in model.ckpt.tensors.items():
+        if hf_name.endswith(model.arch.skip) or hf_name.startswith(_SKIP_PREFIXES):
+            continue
+        mapped = model.map_name(hf_name)
+        if mapped is None:
+            unmapped.append(hf_name)
+            continue
+        out.append(planned(model, mapped[0], hf_name, ref, outtype, n_vocab, deltas.get(hf_name)))
+    if unmapped:
+        raise CheckpointError(f"{len(unmapped)} tensors have no {model.arch.name} mapping: "
+                              f"{', '.join(unmapped[:6])}{' …' if len(unmapped) > 6 else ''}")
+    return out
+
+
+def planned(model: BaseModel, name: str, hf_name: str, ref: TensorRef, outtype: QT, n_vocab: int | None,
+            delta: Delta | None = None) -> PlannedTensor:
+    shape = ref.shape
+    if n_vocab is not None and name in ("token_embd.weight", "output.weight"):
+        shape = (min(shape[0], n_vocab), *shape[1:])
+    produce, chunks = _producer(model, hf_name, ref, shape, delta)
+    return PlannedTensor(name, shape, stored_type(name, shape, outtype), produce, hf_name, chunks)
+
+
+def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, ...], delta: Delta | None):
+    """(produce, chunks): the transformed values whole, and — when every transform is row-local — in row blocks."""
+    heads = model.qk_heads(hf_name)
+    shift = model.arch.norm_shift if hf_name.endswith("norm.weight") else 0.0
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        # llama.cpp works in the source precision for F16/F32 and in F32 for everything else;
+        # a merge is computed in float32 and cast once
+        v = ref.read_raw(start, stop) if ref.dtype == "F16" and delta is None else ref.read_f32(start, stop)
+        if delta is not None:
+            v = v + delta(start, stop)
+        return v + v.dtype.type(shift) if shift else v
+
+    def produce() -> np.ndarray:
+        v = rows(0, shape[0] if shape else 1).reshape(shape)
+        return llama_permute(v, heads) if heads is not None else v
+
+    def chunks() -> Iterator[np.ndarray]:
+        for start, stop in ref.row_chunks():
+            if start < shape[0]:
+                yield rows(start, min(stop, shape[0]))
+
+    big = len(shape) >= 2 and ref.nbytes > (64 << 20)
+    return produce, (chunks if big and heads is None else None)
+
+
+def vocab_rows(model: BaseModel) -> int:
+    """Rows of token_embd llama.cpp keeps for Gemma 3: the tokenizer's real vocabulary."""
+    if model.ckpt.file("tokenizer.model"):
+        from sentencepiece import SentencePieceProcessor
+
+        sp = SentencePieceProcessor(model_file=str(model.ckpt.path / "tokenizer.model"))
+        return model.h.get("vocab_size") or sp.vocab_size()
+    tok = load_tokenizer_json(model.ckpt.path)
+    return tok.get_vocab_size(with_added_tokens=False) + len(tok.get_added_tokens_decoder())

@@ -1,0 +1,254 @@
+"""PEFT LoRA checkpoints: read, check against the base, and describe each adapted module.
+
+Every problem found is collected and raised together, before anything is written (vLLM's peft_helper style).
+Features are judged by their effect on the weights, not by a key being present in adapter_config.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lorapack.errors import AdapterError
+
+from .base import BaseModel
+from .safetensors_io import TensorRef, read_header, to_f32
+
+PREFIX = "base_model.model."
+_PART = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|"
+                   r"lora_embedding_B|lora_magnitude_vector(?:\.weight)?|modules_to_save\.weight|weight|bias)$")
+NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+
+
+@dataclass
+class LoraModule:
+    """One adapted module: its LoRA factors and where it lands in the base model."""
+
+    module: str  # HF module name, e.g. model.layers.0.self_attn.q_proj
+    base_name: str  # GGUF base tensor, e.g. blk.0.attn_q.weight
+    a: TensorRef  # (r, in) — for embeddings lora_embedding_A: (r, vocab)
+    b: TensorRef  # (out, r) — for embeddings lora_embedding_B: (dim, r)
+    rank: int
+    alpha: float  # from lora_alpha / alpha_pattern
+    scale: float  # PEFT's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA
+    embedding: bool
+    qk_heads: int | None  # llama q/k: rows of B are permuted like the base weight
+    magnitude: TensorRef | None = None  # DoRA
+
+    def read_a(self) -> np.ndarray:
+        return _work(self.a)
+
+    def read_b(self) -> np.ndarray:
+        return _work(self.b)
+
+
+@dataclass
+class Adapter:
+    name: str
+    path: Path
+    config: dict[str, Any]
+    modules: list[LoraModule]
+    full_tensors: dict[str, TensorRef] = field(default_factory=dict)  # modules_to_save: HF weight name → ref
+    file_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_dora(self) -> bool:
+        return any(m.magnitude is not None for m in self.modules)
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.config.get("lora_alpha", 8))
+
+    @property
+    def targets(self) -> list[str]:
+        return sorted({m.module.rsplit(".", 1)[-1] for m in self.modules})
+
+    def gguf_alpha(self) -> tuple[float, dict[str, float]]:
+        """(adapter.lora.alpha, factor folded into lora_b per module).
+
+        llama.cpp scales each tensor by alpha / rank with one alpha per file. When every module's PEFT scale
+        times its rank agrees, that product is the alpha and nothing is folded (plain LoRA: alpha = lora_alpha,
+        byte-equal with llama.cpp's converter; uniform-rank rsLoRA: alpha·√r). Otherwise the file keeps
+        lora_alpha and each module's remaining factor is folded into lora_b.
+        """
+        effective = {m.module: m.scale * m.rank for m in self.modules}
+        values = set(effective.values())
+        if len(values) == 1 and (only := values.pop()) != 0:
+            return only, {m: 1.0 for m in effective}
+        alpha = self.lora_alpha or 1.0
+        return alpha, {m: e / alpha for m, e in effective.items()}
+
+
+def _work(ref: TensorRef) -> np.ndarray:
+    raw = ref.read_raw()
+    return raw if ref.dtype == "F16" else to_f32(raw, ref.dtype)
+
+
+def parse_adapter_arg(text: str) -> tuple[str, Path]:
+    """`NAME=PATH` when the text before the first '=' is a valid name; otherwise NAME is the folder's name."""
+    head, sep, rest = text.partition("=")
+    if sep and NAME_RX.fullmatch(head):
+        return head, Path(rest)
+    path = Path(text)
+    name = path.resolve().name
+    if not NAME_RX.fullmatch(name):
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", name).lstrip("_-")[:32] or "adapter"
+    return name, path
+
+
+def load_adapter(name: str, path: Path, model: BaseModel) -> Adapter:
+    config, tensors, hashes = _read_files(path)
+    problems = _unsupported(config, tensors)
+    modules, full, more = _modules(config, tensors, model)
+    problems += more
+    if not modules and not full and not problems:
+        problems.append("its targets match nothing in the base model")
+    if problems:
+        raise AdapterError(*(f"adapter {name}: {p}" for p in problems),
+                           hint="lorapack converts PEFT LoRA adapters trained on this base checkpoint")
+    return Adapter(name, path, config, modules, full, hashes)
+
+
+def _read_files(path: Path) -> tuple[dict, dict[str, TensorRef], dict[str, str]]:
+    if not path.is_dir():
+        raise AdapterError(f"adapter {path} is not a directory")
+    cfg_path, st_path = path / "adapter_config.json", path / "adapter_model.safetensors"
+    if not cfg_path.is_file():
+        raise AdapterError(f"{path} has no adapter_config.json", hint="point at a PEFT adapter folder")
+    if not st_path.is_file():
+        if (path / "adapter_model.bin").is_file():
+            raise AdapterError(
+                f"{path} holds adapter_model.bin, a pickle; lorapack never unpickles files (they can run code)",
+                hint="re-save it as safetensors: model.save_pretrained(dir, safe_serialization=True)")
+        raise AdapterError(f"{path} has no adapter_model.safetensors")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdapterError(f"{cfg_path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{cfg_path} is not a JSON object")
+    try:
+        tensors = read_header(st_path)
+    except Exception as e:
+        raise AdapterError(f"adapter file {st_path}: {e}") from None
+    return config, tensors, {p.name: _sha256(p) for p in (cfg_path, st_path)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unsupported(config: dict, tensors: dict[str, TensorRef]) -> list[str]:
+    """Everything this adapter does that lorapack cannot reproduce, judged by effect."""
+    problems = []
+    if (kind := str(config.get("peft_type", "LORA")).upper()) != "LORA":
+        problems.append(f"peft_type {kind} is not supported (LoRA only)")
+    if config.get("fan_in_fan_out"):
+        problems.append("fan_in_fan_out (GPT-2 Conv1D layout) is not supported")
+    if config.get("target_parameters"):
+        problems.append(f"target_parameters {config['target_parameters']} (LoRA on raw parameters) is not supported")
+    if config.get("layer_replication"):
+        problems.append("layer_replication is not supported")
+    if config.get("alora_invocation_tokens") or config.get("invocation_string"):
+        problems.append("activated LoRA (alora_invocation_tokens) is not supported")
+    if any(".trainable_tokens_delta" in k for k in tensors):
+        problems.append("trainable_token_indices (trainable token deltas) is not supported")
+    for key, ref in tensors.items():
+        if key.endswith("lora_B.bias") and np.any(_work(ref) != 0):
+            problems.append(f"lora_bias: {key} is non-zero and llama.cpp has no LoRA bias")
+            break
+    return problems
+
+
+def _modules(config: dict, tensors: dict[str, TensorRef], model: BaseModel):
+    parts: dict[str, dict[str, TensorRef]] = {}
+    problems = []
+    for key, ref in tensors.items():
+        name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        m = _PART.match(name)
+        if not m:
+            problems.append(f"unexpected tensor {key}")
+            continue
+        parts.setdefault(m["module"], {})[m["kind"].split(".")[0]] = ref
+    modules, full = [], {}
+    for module, kinds in parts.items():
+        if "modules_to_save" in kinds or ("weight" in kinds and "lora_A" not in kinds):
+            full[f"{module}.weight"] = kinds.get("modules_to_save", kinds.get("weight"))
+            continue
+        try:
+            if (lm := _lora_module(config, module, kinds, model)) is not None:
+                modules.append(lm)
+        except AdapterError as e:
+            problems += e.problems
+    return modules, _check_full(full, model, problems), problems
+
+
+def _check_full(full: dict[str, TensorRef], model: BaseModel, problems: list[str]) -> dict[str, TensorRef]:
+    """Full weights in the adapter (modules_to_save, or PEFT's save_embedding_layers copy of the base).
+    A copy equal to the base weight changes nothing and is dropped; anything else replaces the base weight."""
+    kept = {}
+    for name, ref in full.items():
+        name = name.replace(".base_layer.", ".")
+        base = _base_ref(model, name)
+        if base is None:
+            problems.append(f"modules_to_save tensor {name} matches nothing in the base model")
+        elif base.shape != ref.shape:
+            problems.append(f"modules_to_save tensor {name} has shape {list(ref.shape)}, base has {list(base.shape)}")
+        elif not np.array_equal(_work(ref), _work(base)):
+            kept[name] = ref
+    return kept
+
+
+def _base_ref(model: BaseModel, weight_name: str) -> TensorRef | None:
+    tensors = model.ckpt.tensors
+    if weight_name in tensors:
+        return tensors[weight_name]
+    if weight_name == "lm_head.weight" and model.h.get("tie_word_embeddings", True):
+        return tensors.get("model.embed_tokens.weight")  # tied: lm_head shares the embedding matrix
+    return None
+
+
+def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: BaseModel) -> LoraModule | None:
+    emb = "lora_embedding_A" in kinds or "lora_embedding_B" in kinds
+    a = kinds.get("lora_embedding_A" if emb else "lora_A")
+    b = kinds.get("lora_embedding_B" if emb else "lora_B")
+    if a is None or b is None:
+        raise AdapterError(f"{module}: {'lora_A' if a is None else 'lora_B'} is missing (incomplete a/b pair)")
+    mapped = model.map_name(f"{module}.weight")
+    base = _base_ref(model, f"{module}.weight")
+    if mapped is None or base is None:
+        raise AdapterError(f"unknown module {module} (not a {model.arch.name} weight in the base)")
+    if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] != b.shape[1]:
+        raise AdapterError(f"{module}: lora_A {list(a.shape)} and lora_B {list(b.shape)} do not pair")
+    rank = a.shape[0]
+    want = (base.shape[1], base.shape[0]) if emb else base.shape  # embedding delta is (B·A)ᵀ
+    if (b.shape[0], a.shape[1]) != tuple(want):
+        raise AdapterError(f"{module}: B·A is {[b.shape[0], a.shape[1]]} but the base weight is {list(base.shape)}"
+                           " (adapter for another base?)")
+    for ref, label in ((a, "lora_A"), (b, "lora_B")):
+        if not np.all(np.isfinite(_work(ref))):
+            raise AdapterError(f"{module}: {label} has non-finite values")
+    alpha = float(_pattern(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8)))
+    scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+    magnitude = kinds.get("lora_magnitude_vector") if config.get("use_dora") else None
+    return LoraModule(module, mapped[0], a, b, rank, alpha, scale, emb, model.qk_heads(f"{module}.weight"),
+                      magnitude)
+
+
+def _pattern(patterns: dict, module: str, default):
+    """PEFT's rule: the first pattern key that matches the end of the module name (after a dot)."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default

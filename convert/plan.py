@@ -1,0 +1,75 @@
+"""The plan: what a GGUF file will hold, before any tensor data is read.
+
+Every tensor carries its name, shape, stored type and a `produce` callable that reads and transforms its source
+only when the writer asks for it. Shapes are in numpy order (rows first); GGUF's `ne` order is the reverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
+
+
+@dataclass(frozen=True)
+class KV:
+    key: str
+    vtype: VT
+    value: Any
+    sub_type: VT | None = None  # element type for arrays
+    raw: bytes | None = None  # type tag + value as read from a GGUF file, re-written verbatim
+
+
+def u32(key: str, v: int) -> KV:
+    return KV(key, VT.UINT32, int(v))
+
+
+def i32(key: str, v: int) -> KV:
+    return KV(key, VT.INT32, int(v))
+
+
+def f32(key: str, v: float) -> KV:
+    return KV(key, VT.FLOAT32, float(v))
+
+
+def string(key: str, v: str) -> KV:
+    return KV(key, VT.STRING, str(v))
+
+
+def boolean(key: str, v: bool) -> KV:
+    return KV(key, VT.BOOL, bool(v))
+
+
+def array(key: str, values: Any, sub: VT) -> KV:
+    return KV(key, VT.ARRAY, values, sub)
+
+
+@dataclass
+class PlannedTensor:
+    name: str
+    shape: tuple[int, ...]  # numpy order
+    qtype: QT
+    produce: Callable[[], np.ndarray]  # float32 or float16 values in numpy order, not yet encoded
+    source: str = ""  # the HF tensor(s) it comes from, for messages
+    # optional: the same values as row blocks, for tensors too large to hold twice (embeddings)
+    chunks: Callable[[], Iterator[np.ndarray]] | None = None
+    encoded: bool = False  # produce() already returns the stored bytes (copied from another GGUF)
+
+
+@dataclass
+class Plan:
+    """One GGUF file's content. `kv` keeps insertion order; a later key with the same name replaces the value."""
+
+    kv: dict[str, KV] = field(default_factory=dict)
+    tensors: list[PlannedTensor] = field(default_factory=list)
+
+    def add(self, *items: KV) -> None:
+        for item in items:
+            self.kv[item.key] = item
+
+    def get(self, key: str, default: Any = None) -> Any:
+        item = self.kv.get(key)
+        return default if item is None else item.value

@@ -1,0 +1,197 @@
+"""Tokenizer files → GGUF vocabulary keys, as llama.cpp's converter writes them.
+
+Two families: SentencePiece (`tokenizer.model`, model "llama") and byte-level BPE (`tokenizer.json`, model "gpt2",
+with the pre-tokenizer named by the hash of a check text). Special ids, add_*_token flags, merges and the chat
+template come from gguf-py's SpecialVocab, which reads the same files the same way for every architecture.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from enum import IntEnum
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import gguf
+from gguf import GGUFValueType as VT
+from gguf import Keys
+
+from lorapack.errors import CheckpointError
+
+from .plan import KV, array, string
+
+log = logging.getLogger(__name__)
+_PRE = json.loads((Path(__file__).parent / "bpe_pre_hashes.json").read_text(encoding="utf-8"))
+
+
+class TokType(IntEnum):
+    NORMAL = 1
+    UNKNOWN = 2
+    CONTROL = 3
+    USER_DEFINED = 4
+    UNUSED = 5
+    BYTE = 6
+
+
+def vocab_keys(model: str, pre: str, tokens: list[bytes | str], toktypes: list[int],
+               scores: list[float] | None) -> list[KV]:
+    kv = [string(Keys.Tokenizer.MODEL, model), string(Keys.Tokenizer.PRE, pre),
+          array(Keys.Tokenizer.LIST, tokens, VT.STRING)]
+    if scores is not None:
+        kv.append(array(Keys.Tokenizer.SCORES, scores, VT.FLOAT32))
+    kv.append(array(Keys.Tokenizer.TOKEN_TYPE, toktypes, VT.INT32))
+    return kv
+
+
+def special_keys(folder: Path, n_vocab: int | None = None, load_merges: bool = False) -> list[KV]:
+    """Special token ids, add_*_token flags, merges and chat template, via gguf-py's SpecialVocab."""
+    special = gguf.SpecialVocab(folder, load_merges=load_merges, n_vocab=n_vocab)
+    recorder = gguf.GGUFWriter(path=None, arch="recorder")
+    special.add_to_gguf(recorder, quiet=True)
+    out = []
+    for key, v in recorder.kv_data[0].items():
+        sub = v.sub_type
+        if v.type == VT.ARRAY and sub is None:  # the writer infers it from the first element at write time
+            sub = VT.get_type(v.value[0]) if len(v.value) else VT.STRING
+        if not key.startswith("general."):
+            out.append(KV(key, v.type, v.value, sub))
+    return out
+
+
+def looks_special(text: str) -> bool:
+    """Added tokens some models forget to mark special (llama.cpp's list)."""
+    return (text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+            or (text.startswith("<|") and text.endswith("|>"))
+            or (text.startswith("<｜") and text.endswith("｜>"))
+            or (text.startswith("<unused") and text.endswith(">")))
+
+
+# --- SentencePiece -----------------------------------------------------------------------------------------
+
+def spm_tokens(folder: Path, vocab_size: int | None, normalize: bool = True
+               ) -> tuple[list[bytes], list[float], list[int]]:
+    """Pieces, scores and types from tokenizer.model, overlaid with added tokens; padded to vocab_size."""
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor()
+    try:
+        sp.LoadFromFile(str(folder / "tokenizer.model"))
+    except (OSError, RuntimeError) as e:
+        raise CheckpointError(f"tokenizer.model cannot be read ({e})") from None
+    n = vocab_size or sp.vocab_size()
+    tokens = [f"[PAD{i}]".encode() for i in range(n)]
+    scores, types = [-10000.0] * n, [int(TokType.UNUSED)] * n
+    for i in range(min(sp.vocab_size(), n)):
+        tokens[i], scores[i], types[i] = sp.IdToPiece(i).encode(), sp.GetScore(i), _spm_type(sp, i)
+    for key, i in _json(folder / "added_tokens.json").items():
+        if i < n:
+            tokens[i], scores[i], types[i] = key.encode(), -1000.0, int(TokType.USER_DEFINED)
+    for i_str, data in _json(folder / "tokenizer_config.json").get("added_tokens_decoder", {}).items():
+        i = int(i_str)
+        if i < n:
+            overlay_added(tokens, scores, types, i, data, normalize)
+    return tokens, scores, types
+
+
+def overlay_added(tokens, scores, types, i: int, data: dict, normalize: bool = True) -> None:
+    """An added token replaces entry i. `normalize`: also catch unmarked specials and pre-normalize spaces
+    (llama.cpp's generic SentencePiece path; its Phi-3 path takes the token as it is)."""
+    text = data["content"]
+    if data.get("special") or (normalize and looks_special(text)):
+        types[i] = int(TokType.CONTROL)
+    else:
+        text = text.replace("\u2581", " ") if normalize else text
+        types[i] = int(TokType.USER_DEFINED)
+    tokens[i], scores[i] = text.encode(), -1000.0
+
+
+def _spm_type(sp: Any, i: int) -> int:
+    if sp.IsUnknown(i):
+        return TokType.UNKNOWN
+    if sp.IsControl(i):
+        return TokType.CONTROL
+    if sp.IsUnused(i):
+        return TokType.UNUSED
+    if sp.IsByte(i):
+        return TokType.BYTE
+    return TokType.NORMAL
+
+
+def spm_vocab(folder: Path, vocab_size: int | None) -> list[KV]:
+    tokens, scores, types = spm_tokens(folder, vocab_size)
+    return vocab_keys("llama", "default", tokens, types, scores) + special_keys(folder, n_vocab=len(tokens))
+
+
+# --- byte-level BPE -------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def load_tokenizer_json(folder: Path):
+    """tokenizer.json through the `tokenizers` library, loaded once per folder (it can take seconds)."""
+    from tokenizers import Tokenizer
+
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has neither tokenizer.model nor tokenizer.json")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust side raises a bare Exception on malformed files
+        raise CheckpointError(f"{path.name} cannot be read ({e})") from None
+
+
+def bpe_vocab(folder: Path, vocab_size: int | None) -> list[KV]:
+    tok = load_tokenizer_json(folder)
+    tokens, types = _bpe_tokens(tok, vocab_size)
+    return vocab_keys("gpt2", bpe_pre(tok), tokens, types, None) + special_keys(folder, load_merges=True)
+
+
+def bpe_pre(tok: Any) -> str:
+    ids = tok.encode(_PRE["chktxt"], add_special_tokens=True).ids
+    chkhsh = sha256(str(ids).encode()).hexdigest()
+    if chkhsh not in _PRE["hashes"]:
+        raise CheckpointError(f"BPE pre-tokenizer not recognised by llama.cpp (hash {chkhsh[:16]}…)",
+                              hint="llama.cpp could not tokenize with it either; use a known tokenizer")
+    return _PRE["hashes"][chkhsh]
+
+
+def _bpe_tokens(tok: Any, vocab_size: int | None) -> tuple[list[str], list[int]]:
+    vocab = tok.get_vocab(with_added_tokens=True)
+    added = tok.get_added_tokens_decoder()  # id → AddedToken
+    added_text = {t.content for t in added.values()}
+    n = vocab_size or len(vocab)
+    if vocab and max(vocab.values()) >= n:
+        raise CheckpointError(f"tokenizer ids exceed vocab_size {n}")
+    reverse = {i: t for t, i in vocab.items()}
+    tokens, types = [], []
+    for i in range(n):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(int(TokType.UNUSED))
+            continue
+        text = reverse[i]
+        if text in added_text:
+            text, kind = _added_token(tok, added[i], text)
+        else:
+            kind = TokType.NORMAL
+        tokens.append(text)
+        types.append(int(kind))
+    return tokens, types
+
+
+def _added_token(tok: Any, info: Any, text: str) -> tuple[str, TokType]:
+    if not info.normalized:  # llama.cpp assumes added tokens are pre-normalized
+        text = tok.decode(tok.encode(text, add_special_tokens=False).ids, skip_special_tokens=False)
+    if info.special or looks_special(text):
+        return text, TokType.CONTROL
+    return text.replace("\u2581", " "), TokType.USER_DEFINED
+
+
+def _json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path.name} is not valid JSON ({e})") from None

@@ -1,0 +1,84 @@
+"""`lorapack build`: wire convert → pack for one request. Everything is checked before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lorapack.convert.base import resolve
+from lorapack.convert.checkpoint import load_checkpoint
+from lorapack.convert.peft import load_adapter, parse_adapter_arg
+from lorapack.convert.types import ADAPTER_OUTTYPES, parse_outtype
+from lorapack.errors import LorapackError
+from lorapack.pack.gguf_io import total_bytes, write_plan
+from lorapack.pack.layouts import combined_plan, merged_plan, write_separate
+from lorapack.pack.staging import check_output, staged
+
+
+@dataclass
+class BuildRequest:
+    base: Path
+    adapter_args: list[str]
+    out: Path
+    layout: str = "combined"
+    outtype: str = "f16"
+    adapter_outtype: str = "f16"
+    scales: dict[str, float] = field(default_factory=dict)
+    adapters_only: bool = False
+    force: bool = False
+
+
+def check_request(req: BuildRequest) -> list[tuple[str, Path]]:
+    named = [parse_adapter_arg(a) for a in req.adapter_args]
+    names = [n for n, _ in named]
+    problems = []
+    if dups := sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"duplicate adapter names: {', '.join(dups)}")
+    if req.scales and req.layout != "merged":
+        problems.append("--scale applies to the merged layout only")
+    if unknown := sorted(set(req.scales) - set(names)):
+        problems.append(f"--scale names unknown adapters: {', '.join(unknown)}")
+    if req.adapters_only and req.layout != "separate":
+        problems.append("--adapters-only applies to the separate layout only")
+    if req.layout == "merged" and not named:
+        problems.append("the merged layout needs at least one adapter")
+    if req.adapters_only and not named:
+        problems.append("--adapters-only needs at least one adapter")
+    if problems:
+        raise LorapackError(*problems, hint="see lorapack build --help")
+    check_output(req.out, req.force)
+    return named
+
+
+def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]]) -> list[str]:
+    named = check_request(req)
+    outtype = parse_outtype(req.outtype)
+    adapter_outtype = parse_outtype(req.adapter_outtype, ADAPTER_OUTTYPES)
+    model = resolve(load_checkpoint(req.base))
+    adapters, problems = [], []
+    for name, path in named:
+        try:
+            adapters.append(load_adapter(name, path, model))
+        except LorapackError as e:
+            problems += e.problems
+    if problems:
+        raise LorapackError(*problems, hint="nothing was written")
+    if req.layout == "separate":
+        with staged(req.out, req.force) as tmp:
+            bar = progress(0)
+            written = write_separate(tmp, model, adapters, outtype, adapter_outtype, req.adapters_only, bar)
+            bar.close()
+        return [f"wrote {req.out}/ (separate layout)", "run it with:"] + [
+            "  " + line.replace(str(tmp), str(req.out)) for line in written.notes]
+    plan = (combined_plan(model, adapters, outtype, adapter_outtype) if req.layout == "combined"
+            else merged_plan(model, adapters, req.scales, outtype))
+    with staged(req.out, req.force) as tmp:
+        bar = progress(total_bytes([plan]))
+        write_plan(tmp, plan, bar)
+        bar.close()
+    notes = [f"wrote {req.out} ({req.layout} layout, {len(plan.tensors)} tensors)"]
+    if req.layout == "combined" and adapters:
+        notes += ["llama.cpp loads models without extra tensors; to run it, unpack it first:",
+                  f"  lorapack unpack {req.out} -o {req.out.with_suffix('')}-separate"]
+    return notes

@@ -1,0 +1,124 @@
+"""A streaming GGUF v3 writer: header, metadata and tensor infos first, then each tensor as it is produced.
+
+Sizes and offsets follow from the plan's shapes and types, so the header is complete before any tensor data is
+read; each tensor is produced, encoded, written and released in turn, and peak memory is one tensor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
+
+import numpy as np
+from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION
+from gguf import GGUFValueType as VT
+
+from lorapack.convert.plan import KV, Plan, PlannedTensor
+from lorapack.convert.types import encode, nbytes
+from lorapack.errors import LorapackError
+
+_SCALAR = {
+    VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h", VT.UINT32: "<I", VT.INT32: "<i",
+    VT.FLOAT32: "<f", VT.BOOL: "<?", VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
+}
+_NUMPY = {VT.INT32: "<i4", VT.UINT32: "<u4", VT.FLOAT32: "<f4", VT.INT64: "<i8", VT.UINT64: "<u8",
+          VT.UINT8: "u1", VT.INT8: "i1", VT.BOOL: "?"}
+ALIGN = GGUF_DEFAULT_ALIGNMENT
+_U64 = struct.Struct("<Q")
+
+
+def _str(s: str | bytes) -> bytes:
+    b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    return struct.pack("<Q", len(b)) + b
+
+
+def _value(vtype: VT, value, sub: VT | None) -> bytes:
+    if vtype == VT.STRING:
+        return _str(value)
+    if vtype == VT.ARRAY:
+        head = struct.pack("<IQ", int(sub), len(value))
+        if sub == VT.STRING:  # hundreds of thousands of tokens/merges: keep the loop in C
+            enc = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in value]
+            lens = map(_U64.pack, map(len, enc))
+            return head + b"".join(itertools.chain.from_iterable(zip(lens, enc)))
+        return head + np.asarray(value, dtype=_NUMPY[sub]).tobytes()
+    return struct.pack(_SCALAR[vtype], value)
+
+
+def encode_kv(kv: KV) -> bytes:
+    if kv.raw is not None:
+        return _str(kv.key) + kv.raw
+    return _str(kv.key) + struct.pack("<I", int(kv.vtype)) + _value(kv.vtype, kv.value, kv.sub_type)
+
+
+def _pad(n: int) -> int:
+    return (ALIGN - n % ALIGN) % ALIGN
+
+
+def layout(tensors: list[PlannedTensor]) -> list[tuple[PlannedTensor, int, int]]:
+    """(tensor, offset in the data section, byte size) for each tensor."""
+    out, offset = [], 0
+    for t in tensors:
+        size = nbytes(t.shape, t.qtype)
+        out.append((t, offset, size))
+        offset += size + _pad(size)
+    return out
+
+
+def write_plan(path: Path, plan: Plan, progress: Callable[[int], None] | None = None) -> None:
+    """Write `plan` to `path` (the caller handles temporary names and renaming)."""
+    placed = layout(plan.tensors)
+    names = [t.name for t in plan.tensors]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise LorapackError(f"duplicate tensor names in plan: {', '.join(dup[:5])}")
+    with open(path, "wb") as f:
+        _write_header(f, plan, placed)
+        for t, _, size in placed:
+            _write_tensor(f, t, size)
+            if progress:
+                progress(size)
+
+
+def _write_header(f: BinaryIO, plan: Plan, placed) -> None:
+    parts = [struct.pack("<IIQQ", GGUF_MAGIC, GGUF_VERSION, len(placed), len(plan.kv))]
+    parts += [encode_kv(kv) for kv in plan.kv.values()]
+    for t, offset, _ in placed:
+        ne = list(reversed(t.shape))  # GGUF stores ggml's ne order: fastest-moving dimension first
+        parts.append(_str(t.name) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, int(t.qtype), offset))
+    header = b"".join(parts)
+    f.write(header + b"\0" * _pad(len(header)))
+
+
+def _write_tensor(f: BinaryIO, t: PlannedTensor, size: int) -> None:
+    """Encode and write one tensor; block types are row-local, so row blocks encode independently."""
+    if t.chunks is not None:
+        pieces = t.chunks()
+    else:
+        values = t.produce()
+        if not t.encoded and tuple(values.shape) != tuple(t.shape):
+            raise LorapackError(f"{t.name}: produced shape {values.shape} but planned {t.shape}")
+        pieces = iter([values])
+    written = 0
+    for values in pieces:
+        data = np.ascontiguousarray(values if t.encoded else encode(values, t.qtype))
+        f.write(memoryview(data).cast("B"))
+        written += data.nbytes
+    if written != size:
+        raise LorapackError(f"{t.name}: encoded {written} bytes, expected {size}")
+    f.write(b"\0" * _pad(size))
+
+
+def total_bytes(plans: Iterable[Plan]) -> int:
+    return sum(nbytes(t.shape, t.qtype) for p in plans for t in p.tensors)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,67 @@
+"""`lorapack inspect`: a summary of a GGUF file or a separate-layout folder."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from .gguf_read import read_gguf
+from .layouts import ADAPTER_NS, COMBINED
+
+
+def describe_file(path: Path) -> dict:
+    f = read_gguf(path)
+    adapters = f.get(COMBINED + "adapters") or []
+    base_tensors = [t for t in f.tensors if not t.name.startswith(ADAPTER_NS)]
+    info = {
+        "path": str(path),
+        "architecture": f.get("general.architecture"),
+        "type": f.get("general.type"),
+        "tensors": len(f.tensors),
+        "bytes": path.stat().st_size,
+        "tensor_types": dict(Counter(t.qtype.name for t in base_tensors)),
+        "base_fingerprint": f.get("lorapack.base.fingerprint"),
+    }
+    if f.get("general.type") == "adapter":
+        info["adapter"] = _adapter(lambda k: f.get(k), f.tensors)
+    if adapters:
+        info["layout"] = "combined"
+        info["adapters"] = {n: _adapter(lambda k, n=n: f.get(f"{COMBINED}{n}.{k}"),
+                                        [t for t in f.tensors if t.name.startswith(f"{ADAPTER_NS}{n}.")])
+                            for n in adapters}
+    elif f.get("lorapack.merged.adapters"):
+        info["layout"] = "merged"
+        info["merged"] = dict(zip(f.get("lorapack.merged.adapters"), f.get("lorapack.merged.scales")))
+    return info
+
+
+def _adapter(get, tensors) -> dict:
+    return {"name": get("lorapack.adapter.name"), "alpha": get("adapter.lora.alpha"),
+            "rank": get("lorapack.adapter.rank"), "targets": get("lorapack.adapter.targets"),
+            "tensors": len(tensors), "tensor_types": dict(Counter(t.qtype.name for t in tensors)),
+            "base_fingerprint": get("lorapack.base.fingerprint")}
+
+
+def describe(target: Path) -> dict:
+    if target.is_dir():
+        files = ([target / "base.gguf"] if (target / "base.gguf").exists() else [])
+        files += sorted((target / "adapters").glob("*.gguf")) if (target / "adapters").is_dir() else []
+        infos = [describe_file(p) for p in files]
+        prints = {i["base_fingerprint"] for i in infos}
+        return {"layout": "separate", "files": infos, "fingerprints_consistent": len(prints) == 1}
+    return describe_file(target)
+
+
+def render(info: dict, indent: str = "") -> str:
+    lines = []
+    for k, v in info.items():
+        if isinstance(v, dict):
+            lines.append(f"{indent}{k}:")
+            lines.append(render(v, indent + "  "))
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines.append(f"{indent}- {item.get('path', '')}")
+                lines.append(render({x: y for x, y in item.items() if x != "path"}, indent + "    "))
+        else:
+            lines.append(f"{indent}{k}: {v}")
+    return "\n".join(lines)

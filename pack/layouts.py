@@ -1,0 +1,169 @@
+"""The three layouts over the same plans: combined (one file), separate (llama.cpp's base + adapter files),
+merged (adapters baked into the base weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from gguf import GGUFValueType as VT
+from gguf import GGMLQuantizationType as QT
+
+from lorapack.convert.adapter_plan import FINGERPRINT, adapter_plan
+from lorapack.convert.base import BaseModel, base_plan, planned, vocab_rows
+from lorapack.convert.peft import Adapter, LoraModule
+from lorapack.convert.plan import Plan, PlannedTensor, array, string
+from lorapack.errors import LorapackError
+
+from .gguf_io import write_plan
+
+COMBINED = "lorapack.combined."
+ADAPTER_NS = "adapter."  # combined files keep adapter tensors as adapter.<NAME>.<tensor>
+
+
+@dataclass
+class Written:
+    paths: list[Path]
+    notes: list[str]
+
+
+def separate_blockers(adapter: Adapter, model: BaseModel) -> list[str]:
+    """What llama.cpp's adapter format cannot carry, by module name."""
+    out = []
+    if dora := [m.module for m in adapter.modules if m.magnitude is not None]:
+        out.append(f"adapter {adapter.name}: DoRA on {', '.join(dora)}")
+    if adapter.full_tensors:
+        out.append(f"adapter {adapter.name}: modules_to_save {', '.join(sorted(adapter.full_tensors))}")
+    if any(m.module == "lm_head" for m in adapter.modules) and "lm_head.weight" not in model.ckpt.tensors:
+        out.append(f"adapter {adapter.name}: LoRA on lm_head, which is tied to the embeddings in the base")
+    return out
+
+
+def with_fingerprint(plan: Plan, model: BaseModel) -> Plan:
+    plan.add(string(FINGERPRINT, model.ckpt.fingerprint()))
+    return plan
+
+
+# --- separate ---------------------------------------------------------------------------------------------------
+
+def write_separate(dest: Path, model: BaseModel, adapters: list[Adapter], outtype: QT, adapter_outtype: QT,
+                   adapters_only: bool, progress=None) -> Written:
+    if problems := [p for a in adapters for p in separate_blockers(a, model)]:
+        raise LorapackError(*problems, hint="use --layout combined or --layout merged for these adapters")
+    plans = {} if adapters_only else {"base.gguf": with_fingerprint(base_plan(model, outtype), model)}
+    plans.update({f"adapters/{a.name}.gguf": adapter_plan(a, model, adapter_outtype) for a in adapters})
+    return write_folder(dest, plans, [a.name for a in adapters], progress)
+
+
+def write_folder(dest: Path, plans: dict[str, Plan], names: list[str], progress=None) -> Written:
+    (dest / "adapters").mkdir(parents=True)
+    for rel, plan in plans.items():
+        write_plan(dest / rel, plan, progress)
+    if "base.gguf" in plans:
+        (dest / "Modelfile").write_text(modelfile(names))
+    return Written([dest / rel for rel in plans], run_lines(dest, names))
+
+
+def modelfile(names: list[str]) -> str:
+    lines = ["# Ollama: ollama create NAME -f Modelfile", "FROM ./base.gguf"]
+    lines += [f"ADAPTER ./adapters/{n}.gguf" for n in names[:1]]
+    lines += [f"# ADAPTER ./adapters/{n}.gguf  (Ollama applies one adapter per model)" for n in names[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def run_lines(dest: Path, names: list[str]) -> list[str]:
+    loras = " ".join(f"--lora {dest / 'adapters' / n}.gguf" for n in names)
+    return [f"llama-cli -m {dest / 'base.gguf'} {loras}", f"llama-server -m {dest / 'base.gguf'} {loras}"]
+
+
+# --- combined ---------------------------------------------------------------------------------------------------
+
+def combined_plan(model: BaseModel, adapters: list[Adapter], outtype: QT, adapter_outtype: QT) -> Plan:
+    """The base plan, then every adapter's keys under lorapack.combined.<NAME>. and its tensors under
+    adapter.<NAME>. — exactly what unpack needs to give back the separate layout byte for byte."""
+    plan = with_fingerprint(base_plan(model, outtype), model)
+    plan.add(array(COMBINED + "adapters", [a.name for a in adapters], VT.STRING))
+    for a in adapters:
+        sub = adapter_plan(a, model, adapter_outtype)
+        ns = f"{COMBINED}{a.name}."
+        plan.add(*(replace(kv, key=ns + kv.key) for kv in sub.kv.values()))
+        plan.add(array(ns + "separate_blockers", separate_blockers(a, model), VT.STRING))
+        plan.tensors += [replace(t, name=f"{ADAPTER_NS}{a.name}.{t.name}") for t in sub.tensors]
+        plan.tensors += _extras(a, model, outtype, f"{ADAPTER_NS}{a.name}.")
+    return plan
+
+
+def _extras(a: Adapter, model: BaseModel, outtype: QT, prefix: str) -> list[PlannedTensor]:
+    """DoRA magnitudes (F32, one per output row) and modules_to_save replacements (base transforms applied)."""
+    out = []
+    for m in a.modules:
+        if m.magnitude is not None:
+            shape = m.magnitude.shape
+            out.append(PlannedTensor(f"{prefix}{m.base_name}.dora_m", shape, QT.F32,
+                                     lambda r=m.magnitude: r.read_f32(), m.module))
+    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
+    for hf_name, ref in a.full_tensors.items():
+        t = planned(model, model.map_name(hf_name)[0], hf_name, ref, outtype, n_vocab)
+        out.append(replace(t, name=prefix + t.name))
+    return out
+
+
+# --- merged -----------------------------------------------------------------------------------------------------
+
+def merged_plan(model: BaseModel, adapters: list[Adapter], scales: dict[str, float], outtype: QT) -> Plan:
+    """W + Σ s·scale·B·A per targeted weight, computed in float32 from the sources and cast once."""
+    if not adapters:
+        raise LorapackError("the merged layout needs at least one adapter")
+    deltas, replaced = _deltas(model, adapters, scales)
+    plan = with_fingerprint(base_plan(model, outtype, deltas), model)
+    tensors = {t.source: i for i, t in enumerate(plan.tensors)}
+    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
+    for hf_name, ref in replaced.items():
+        plan.tensors[tensors[hf_name]] = planned(model, model.map_name(hf_name)[0], hf_name, ref, outtype, n_vocab,
+                                                 deltas.get(hf_name))
+    if "lm_head.weight" in deltas and "lm_head.weight" not in model.ckpt.tensors:
+        # tied embeddings: the adapted head becomes its own, untied output.weight
+        embd = model.ckpt.tensors["model.embed_tokens.weight"]
+        plan.tensors.append(planned(model, "output.weight", "lm_head.weight", embd, outtype, n_vocab,
+                                    deltas["lm_head.weight"]))
+    plan.add(array("lorapack.merged.adapters", [a.name for a in adapters], VT.STRING),
+             array("lorapack.merged.scales", [scales.get(a.name, 1.0) for a in adapters], VT.FLOAT32),
+             array("lorapack.merged.alphas", [a.lora_alpha for a in adapters], VT.FLOAT32),
+             array("lorapack.merged.ranks", [max(m.rank for m in a.modules) for a in adapters], VT.UINT32),
+             array("lorapack.merged.source_sha256",
+                   [f"{a.name}:{k}:{v}" for a in adapters for k, v in sorted(a.file_hashes.items())], VT.STRING))
+    return plan
+
+
+def _deltas(model: BaseModel, adapters: list[Adapter], scales: dict[str, float]):
+    terms: dict[str, list[tuple[LoraModule, float]]] = {}
+    replaced = {}
+    for a in adapters:
+        s = scales.get(a.name, 1.0)
+        if a.has_dora:
+            raise LorapackError(f"adapter {a.name}: merging DoRA is not supported yet",
+                                hint="use --layout combined to carry DoRA adapters")
+        for hf_name, ref in a.full_tensors.items():
+            if hf_name in replaced:
+                raise LorapackError(f"two adapters replace {hf_name} (modules_to_save)")
+            replaced[hf_name] = ref
+        for m in a.modules:
+            terms.setdefault(f"{m.module}.weight", []).append((m, s))
+    return {name: _delta_fn(t) for name, t in terms.items()}, replaced
+
+
+def _delta_fn(terms: list[tuple[LoraModule, float]]) -> Callable[[int, int], np.ndarray]:
+    def delta(start: int, stop: int) -> np.ndarray:
+        total = None
+        for m, s in terms:
+            a, b = (x.astype(np.float32) for x in (m.read_a(), m.read_b()))  # HF orientation, no transforms
+            # embeddings: delta = (B·A)ᵀ, rows are token ids; linear: rows are output features
+            d = (b @ a[:, start:stop]).T if m.embedding else b[start:stop] @ a
+            d *= np.float32(s * m.scale)
+            total = d if total is None else total + d
+        return total
+
+    return delta
+

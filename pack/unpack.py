@@ -1,0 +1,44 @@
+"""Combined GGUF → the separate layout, byte for byte what `build --layout separate` writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorapack.convert.plan import KV, Plan, PlannedTensor
+from lorapack.errors import LorapackError
+
+from .gguf_read import GGUFFile, TensorInfo, read_gguf
+from .layouts import ADAPTER_NS, COMBINED, Written, write_folder
+
+
+def unpack(path: Path, dest: Path, progress=None) -> Written:
+    f = read_gguf(path)
+    names = f.get(COMBINED + "adapters")
+    if names is None:
+        raise LorapackError(f"{path} is not a lorapack combined GGUF (no {COMBINED}adapters key)")
+    blockers = [b for n in names for b in f.get(f"{COMBINED}{n}.separate_blockers", [])]
+    if blockers:
+        raise LorapackError(*blockers, hint="the separate layout cannot carry these; use the combined file "
+                                            "as it is or build --layout merged")
+    plans = {"base.gguf": _subplan(f, lambda k: not k.startswith(COMBINED), lambda t: not t.startswith(ADAPTER_NS))}
+    for n in names:
+        ns, tns = f"{COMBINED}{n}.", f"{ADAPTER_NS}{n}."
+        plans[f"adapters/{n}.gguf"] = _subplan(
+            f, lambda k, ns=ns: k.startswith(ns) and k != ns + "separate_blockers",
+            lambda t, tns=tns: t.startswith(tns), strip_kv=ns, strip_tensor=tns)
+    return write_folder(dest, plans, names, progress)
+
+
+def _subplan(f: GGUFFile, keep_key, keep_tensor, strip_kv: str = "", strip_tensor: str = "") -> Plan:
+    plan = Plan()
+    for key, field in f.fields.items():
+        if keep_key(key):
+            plan.add(KV(key[len(strip_kv):], field.vtype, None, field.sub_type, raw=field.raw))
+    for t in f.tensors:
+        if keep_tensor(t.name):
+            plan.tensors.append(_copy(f, t, t.name[len(strip_tensor):]))
+    return plan
+
+
+def _copy(f: GGUFFile, t: TensorInfo, name: str) -> PlannedTensor:
+    return PlannedTensor(name, t.shape, t.qtype, lambda: f.read(t).reshape(-1).view("u1"), t.name, encoded=True)

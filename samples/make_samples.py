@@ -1,0 +1,190 @@
+"""Build the sample checkpoints: tiny random-weight models for every architecture, with real SentencePiece
+tokenizers trained on local text, and PEFT adapters whose lora_B is non-zero. No downloads; fixed seeds.
+
+    python samples/make_samples.py [OUT_DIR]          (default samples/out)
+
+Layout: OUT/<arch>/base/ (config.json, model.safetensors, tokenizer files) and OUT/<arch>/adapters/<name>/.
+The real Gemma 3 270M sample is built by samples/make_gemma.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "out"
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256)
+LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def corpus() -> str:
+    """Local English text: docstrings of the standard library (always present, never downloaded)."""
+    import importlib
+    import inspect
+
+    texts = []
+    for mod in ("json", "pathlib", "argparse", "collections", "functools", "itertools", "logging", "textwrap",
+                "unittest", "email", "http.client", "typing", "dataclasses", "string", "random", "statistics"):
+        m = importlib.import_module(mod)
+        for _, obj in inspect.getmembers(m):
+            if (doc := inspect.getdoc(obj)) and len(doc) > 40:
+                texts.append(doc)
+    return "\n".join(dict.fromkeys(texts))
+
+
+def train_spm(dest: Path, vocab_size: int, user_symbols: list[str], ids: dict[str, int]) -> Path:
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus().splitlines()), model_writer=model, vocab_size=vocab_size,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0, user_defined_symbols=user_symbols,
+        unk_id=ids["unk"], bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids.get("pad", -1),
+        num_threads=1, minloglevel=2, split_digits=True,
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "tokenizer.model").write_bytes(model.getvalue())
+    return dest / "tokenizer.model"
+
+
+def write_tokenizer_config(dest: Path, special: dict[str, str], added: dict[int, tuple[str, bool]],
+                           chat_template: str | None = None, **extra) -> None:
+    cfg = {**special, "add_bos_token": True, "add_eos_token": False, "model_max_length": 256, **extra,
+           "added_tokens_decoder": {str(i): {"content": t, "special": s, "normalized": False, "lstrip": False,
+                                             "rstrip": False, "single_word": False}
+                                    for i, (t, s) in sorted(added.items())}}
+    if chat_template:
+        cfg["chat_template"] = chat_template
+    (dest / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def save_model(model, dest: Path, dtype: torch.dtype) -> None:
+    model.to(dtype).save_pretrained(dest, safe_serialization=True)
+
+
+def make_adapter(base_model, dest: Path, seed: int, **lora) -> None:
+    """A LoRA with random non-zero B (PEFT initialises B to zero), saved as safetensors."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(task_type="CAUSAL_LM", **{"r": 8, "lora_alpha": 16, "target_modules": LINEAR, **lora})
+    peft_model = get_peft_model(base_model, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name or "lora_embedding_B" in name:
+                p.normal_(0, 0.5)
+            elif "lora_magnitude_vector" in name:
+                p.mul_(1.1)
+    peft_model.save_pretrained(dest, safe_serialization=True)
+    peft_model.unload()  # give the base model back its plain layers for the next adapter
+
+
+SPECIAL_LLAMA = {"unk": 0, "bos": 1, "eos": 2}
+
+
+def llama(out: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = out / "base"
+    train_spm(base, 512, [], SPECIAL_LLAMA)
+    write_tokenizer_config(base, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+                           {0: ("<unk>", True), 1: ("<s>", True), 2: ("</s>", True)},
+                           tokenizer_class="LlamaTokenizer")
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=512, rms_norm_eps=1e-6, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
+                      tie_word_embeddings=False, **TINY)
+    model = LlamaForCausalLM(cfg)
+    save_model(model, base, torch.float32)
+    make_adapter(model, out / "adapters" / "plain", 10)
+    make_adapter(model, out / "adapters" / "rslora", 11, use_rslora=True, r=16, lora_alpha=8)
+    make_adapter(model, out / "adapters" / "patterns", 12, rank_pattern={"q_proj": 4, "down_proj": 12},
+                 alpha_pattern={"v_proj": 32, "layers.1.self_attn.o_proj": 4})
+    make_adapter(model, out / "adapters" / "embed", 13, target_modules=["embed_tokens", "q_proj", "lm_head"])
+    make_adapter(model, out / "adapters" / "dora", 14, use_dora=True, target_modules=["q_proj", "v_proj"])
+    make_adapter(model, out / "adapters" / "save_head", 15, target_modules=["q_proj"], modules_to_save=["lm_head"])
+
+
+PHI3_ADDED = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|system|>", "<|end|>", "<|user|>"]
+PHI3_TEMPLATE = ("{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + "
+                 "'<|end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}")
+
+
+def phi3(out: Path) -> None:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    base = out / "base"
+    train_spm(base, 500, [], SPECIAL_LLAMA)
+    added = {0: ("<unk>", True), 1: ("<s>", True), 2: ("</s>", True)}
+    added.update({500 + i: (t, True) for i, t in enumerate(PHI3_ADDED)})
+    write_tokenizer_config(base, {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>",
+                                  "pad_token": "<|endoftext|>"}, added, PHI3_TEMPLATE,
+                           tokenizer_class="LlamaTokenizer")
+    (base / "added_tokens.json").write_text(json.dumps({t: 500 + i for i, t in enumerate(PHI3_ADDED)}))
+    torch.manual_seed(2)
+    cfg = Phi3Config(vocab_size=512, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=500, pad_token_id=500,
+                     original_max_position_embeddings=256, tie_word_embeddings=False, **TINY)
+    model = Phi3ForCausalLM(cfg)
+    save_model(model, base, torch.bfloat16)
+    targets = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    make_adapter(model.float(), out / "adapters" / "plain", 20, target_modules=targets)
+    make_adapter(model, out / "adapters" / "rslora", 21, target_modules=targets, use_rslora=True)
+
+
+def gemma3(out: Path) -> None:
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    base = out / "base"
+    ids = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
+    train_spm(base, 512, ["<start_of_turn>", "<end_of_turn>"], ids)
+    write_tokenizer_config(base, {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
+                                  "pad_token": "<pad>"},
+                           {0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True),
+                            4: ("<start_of_turn>", True), 5: ("<end_of_turn>", True)},
+                           tokenizer_class="GemmaTokenizer")
+    torch.manual_seed(3)
+    cfg = Gemma3TextConfig(vocab_size=512, head_dim=32, sliding_window=64, pad_token_id=0, eos_token_id=1,
+                           bos_token_id=2, query_pre_attn_scalar=32, **{**TINY, "num_hidden_layers": 3})
+    model = Gemma3ForCausalLM(cfg)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", 30)
+    make_adapter(model, out / "adapters" / "embed", 31, target_modules=["embed_tokens", "q_proj", "v_proj"])
+
+
+def qwen2(out: Path) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    base = out / "base"
+    ids = {"unk": 0, "bos": 1, "eos": 2}
+    train_spm(base, 512, ["<|im_start|>", "<|im_end|>"], ids)
+    write_tokenizer_config(base, {"bos_token": None, "eos_token": "<|im_end|>", "unk_token": "<unk>"},
+                           {3: ("<|im_start|>", True), 4: ("<|im_end|>", True)},
+                           tokenizer_class="Qwen2Tokenizer")
+    torch.manual_seed(4)
+    cfg = Qwen2Config(vocab_size=512, rms_norm_eps=1e-6, rope_theta=1_000_000.0, eos_token_id=4,
+                      tie_word_embeddings=True, **TINY)
+    model = Qwen2ForCausalLM(cfg)
+    save_model(model, base, torch.float16)
+    make_adapter(model.float(), out / "adapters" / "plain", 40, target_modules=["q_proj", "k_proj", "v_proj"])
+    make_adapter(model, out / "adapters" / "alpha_pattern", 41, alpha_pattern={"k_proj": 64})
+
+
+ARCHS = {"llama": llama, "phi3": phi3, "gemma3": gemma3, "qwen2": qwen2}
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    for arch, build in ARCHS.items():
+        dest = OUT / arch
+        if (dest / "done").exists():
+            print(f"{arch}: up to date ({dest})")
+            continue
+        shutil.rmtree(dest, ignore_errors=True)
+        build(dest)
+        (dest / "done").write_text("ok\n")
+        print(f"{arch}: built {dest}")
