@@ -187,10 +187,13 @@ def _modules(config: dict, tensors: dict[str, TensorRef], model: BaseModel):
             full[f"{module}.weight"] = kinds.get("modules_to_save", kinds.get("weight"))
             continue
         try:
-            if (lm := _lora_module(config, module, kinds, model)) is not None:
-                modules.append(lm)
+            modules.append(_lora_module(config, module, kinds, model))
         except AdapterError as e:
             problems += e.problems
+    unknown = [p for p in problems if p.startswith("unknown module")]
+    if unknown and not modules and len(unknown) == len(problems):
+        problems = [f"its targets match nothing in the base model ({len(unknown)} modules, e.g. "
+                    f"{unknown[0].split()[2]})"]
     return modules, _check_full(full, model, problems), problems
 
 
@@ -219,7 +222,7 @@ def _base_ref(model: BaseModel, weight_name: str) -> TensorRef | None:
     return None
 
 
-def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: BaseModel) -> LoraModule | None:
+def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: BaseModel) -> LoraModule:
     emb = "lora_embedding_A" in kinds or "lora_embedding_B" in kinds
     a = kinds.get("lora_embedding_A" if emb else "lora_A")
     b = kinds.get("lora_embedding_B" if emb else "lora_B")
@@ -242,6 +245,8 @@ def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: 
     alpha = float(_pattern(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8)))
     scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
     magnitude = kinds.get("lora_magnitude_vector") if config.get("use_dora") else None
+    if config.get("use_dora") and magnitude is None:
+        raise AdapterError(f"{module}: use_dora is set but the magnitude vector is missing")
     return LoraModule(module, mapped[0], a, b, rank, alpha, scale, emb, model.qk_heads(f"{module}.weight"),
                       magnitude)
 

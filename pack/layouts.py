@@ -36,9 +36,17 @@ def separate_blockers(adapter: Adapter, model: BaseModel) -> list[str]:
         out.append(f"adapter {adapter.name}: DoRA on {', '.join(dora)}")
     if adapter.full_tensors:
         out.append(f"adapter {adapter.name}: modules_to_save {', '.join(sorted(adapter.full_tensors))}")
-    if any(m.module == "lm_head" for m in adapter.modules) and "lm_head.weight" not in model.ckpt.tensors:
-        out.append(f"adapter {adapter.name}: LoRA on lm_head, which is tied to the embeddings in the base")
+    if tied(model):
+        if any(m.module == "lm_head" for m in adapter.modules):
+            out.append(f"adapter {adapter.name}: LoRA on lm_head, which is tied to the embeddings in the base")
+        if any(m.embedding for m in adapter.modules):
+            # llama.cpp reuses token_embd as the output matrix and would apply the LoRA there too (and abort)
+            out.append(f"adapter {adapter.name}: LoRA on the embeddings of a base with tied embeddings")
     return out
+
+
+def tied(model: BaseModel) -> bool:
+    return "lm_head.weight" not in model.ckpt.tensors
 
 
 def with_fingerprint(plan: Plan, model: BaseModel) -> Plan:
@@ -123,11 +131,13 @@ def merged_plan(model: BaseModel, adapters: list[Adapter], scales: dict[str, flo
     for hf_name, ref in replaced.items():
         plan.tensors[tensors[hf_name]] = planned(model, model.map_name(hf_name)[0], hf_name, ref, outtype, n_vocab,
                                                  deltas.get(hf_name))
-    if "lm_head.weight" in deltas and "lm_head.weight" not in model.ckpt.tensors:
-        # tied embeddings: the adapted head becomes its own, untied output.weight
-        embd = model.ckpt.tensors["model.embed_tokens.weight"]
-        plan.tensors.append(planned(model, "output.weight", "lm_head.weight", embd, outtype, n_vocab,
-                                    deltas["lm_head.weight"]))
+    embd = "model.embed_tokens.weight"
+    if tied(model) and ({embd, "lm_head.weight"} & (set(deltas) | set(replaced))):
+        # tied embeddings, one side adapted: the head becomes its own, untied output.weight
+        # (PEFT adapts or replaces the embedding module only; the head keeps the original tied weight)
+        head = replaced.get("lm_head.weight", model.ckpt.tensors[embd])
+        plan.tensors.append(planned(model, "output.weight", "lm_head.weight", head, outtype, n_vocab,
+                                    deltas.get("lm_head.weight")))
     plan.add(array("lorapack.merged.adapters", [a.name for a in adapters], VT.STRING),
              array("lorapack.merged.scales", [scales.get(a.name, 1.0) for a in adapters], VT.FLOAT32),
              array("lorapack.merged.alphas", [a.lora_alpha for a in adapters], VT.FLOAT32),

@@ -82,6 +82,8 @@ def make_adapter(base_model, dest: Path, seed: int, **lora) -> None:
                 p.normal_(0, 0.5)
             elif "lora_magnitude_vector" in name:
                 p.mul_(1.1)
+            elif "modules_to_save" in name:
+                p.add_(torch.randn_like(p) * 0.01)  # a fine-tuned head, not a copy of the base one
     peft_model.save_pretrained(dest, safe_serialization=True)
     peft_model.unload()  # give the base model back its plain layers for the next adapter
 

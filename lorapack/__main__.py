@@ -1,0 +1,3 @@
+from lorapack.cli import main
+
+main()
