@@ -17,7 +17,7 @@ from .hparams import HParams, flatten
 from .plan import Plan, PlannedTensor, string, u32
 from .safetensors_io import TensorRef
 from .types import file_type, stored_type
-from .vocab import load_tokenizer_json
+from .vocab import load_tokenizer_json, release_tokenizers
 
 # multimodal towers llama.cpp leaves out of the text model
 _SKIP_PREFIXES = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision")
@@ -30,6 +30,7 @@ class BaseModel:
     ckpt: BaseCheckpoint
     arch: Arch
     h: HParams
+    _vocab_rows: int | None = None
 
     @property
     def n_head(self) -> int:
@@ -69,19 +70,21 @@ Delta = Callable[[int, int], np.ndarray]
 
 def base_plan(model: BaseModel, outtype: QT, deltas: dict[str, Delta] | None = None) -> Plan:
     plan = Plan()
+    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
     plan.add(*general_keys(model, "model"))
     plan.add(*model.arch.metadata(model.h, int(file_type(outtype))))
     plan.add(u32(Keys.General.QUANTIZATION_VERSION, GGML_QUANT_VERSION))
     plan.add(*model.arch.vocab(model.ckpt, model.h))
+    release_tokenizers()
     for name, values in model.arch.extra_tensors(model.h):
         plan.tensors.append(PlannedTensor(name, values.shape, QT.F32, lambda v=values: v, "(generated)"))
-    plan.tensors += base_tensors(model, outtype, deltas or {})
+    plan.tensors += base_tensors(model, outtype, deltas or {}, n_vocab)
     return plan
 
 
-def base_tensors(model: BaseModel, outtype: QT, deltas: dict[str, Delta]) -> list[PlannedTensor]:
+def base_tensors(model: BaseModel, outtype: QT, deltas: dict[str, Delta], n_vocab: int | None
+                 ) -> list[PlannedTensor]:
     out, unmapped = [], []
-    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
     for hf_name, ref in model.ckpt.tensors.items():
         if hf_name.endswith(model.arch.skip) or hf_name.startswith(_SKIP_PREFIXES):
             continue
@@ -127,12 +130,18 @@ def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, 
             if start < shape[0]:
                 yield rows(start, min(stop, shape[0]))
 
-    big = len(shape) >= 2 and ref.nbytes > (64 << 20)
+    big = len(shape) >= 2 and ref.nbytes > (16 << 20)
     return produce, (chunks if big and heads is None else None)
 
 
 def vocab_rows(model: BaseModel) -> int:
     """Rows of token_embd llama.cpp keeps for Gemma 3: the tokenizer's real vocabulary."""
+    if model._vocab_rows is None:
+        model._vocab_rows = _count_vocab(model)
+    return model._vocab_rows
+
+
+def _count_vocab(model: BaseModel) -> int:
     if model.ckpt.file("tokenizer.model"):
         from sentencepiece import SentencePieceProcessor
 

@@ -60,7 +60,7 @@ class TensorRef:
         """Rows [start, stop) as float32 (exact for F16/BF16/F32 sources)."""
         return to_f32(self.read_raw(start, stop), self.dtype)
 
-    def row_chunks(self, max_bytes: int = 64 << 20) -> list[tuple[int, int]]:
+    def row_chunks(self, max_bytes: int = 16 << 20) -> list[tuple[int, int]]:
         """Row ranges of about `max_bytes` each, so huge tensors (embeddings) stream in pieces."""
         rows = self.shape[0] if self.shape else 1
         step = max(1, max_bytes // max(1, self.nbytes // max(rows, 1)))

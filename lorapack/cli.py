@@ -66,6 +66,7 @@ def main() -> None:
       lorapack inspect out.gguf                                   what a file or folder holds
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("gguf").setLevel(logging.ERROR)  # gguf-py's tokenizer notes are not the user's concern
 
 
 def parse_scales(values: tuple[str, ...]) -> dict[str, float]:
