@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from gguf import Keys
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
+from gguf import Keys
 
 from .arch import llama_permute
 from .base import BaseModel, general_keys

@@ -16,7 +16,7 @@ from .checkpoint import BaseCheckpoint
 from .hparams import HParams, flatten
 from .plan import Plan, PlannedTensor, string, u32
 from .safetensors_io import TensorRef
-from .types import file_type, stored_type
+from .types import direct_encoder, file_type, stored_type
 from .vocab import load_tokenizer_json, release_tokenizers
 
 # multimodal towers llama.cpp leaves out of the text model
@@ -104,16 +104,22 @@ def planned(model: BaseModel, name: str, hf_name: str, ref: TensorRef, outtype: 
     shape = ref.shape
     if n_vocab is not None and name in ("token_embd.weight", "output.weight"):
         shape = (min(shape[0], n_vocab), *shape[1:])
-    produce, chunks = _producer(model, hf_name, ref, shape, delta)
-    return PlannedTensor(name, shape, stored_type(name, shape, outtype), produce, hf_name, chunks)
+    qtype = stored_type(name, shape, outtype)
+    produce, chunks, encoded = _producer(model, hf_name, ref, shape, qtype, delta)
+    return PlannedTensor(name, shape, qtype, produce, hf_name, chunks, encoded)
 
 
-def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, ...], delta: Delta | None):
-    """(produce, chunks): the transformed values whole, and — when every transform is row-local — in row blocks."""
+def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, ...], qtype: QT,
+              delta: Delta | None):
+    """(produce, chunks, encoded): the transformed values whole, the same in row blocks when every transform is
+    row-local, and whether they come already encoded (a direct bit mapping, no float arithmetic needed)."""
     heads = model.qk_heads(hf_name)
     shift = model.arch.norm_shift if hf_name.endswith("norm.weight") else 0.0
+    direct = direct_encoder(ref.dtype, qtype) if not shift and delta is None else None
 
     def rows(start: int, stop: int) -> np.ndarray:
+        if direct is not None:
+            return direct(ref.read_raw(start, stop))
         # llama.cpp works in the source precision for F16/F32 and in F32 for everything else;
         # a merge is computed in float32 and cast once
         v = ref.read_raw(start, stop) if ref.dtype == "F16" and delta is None else ref.read_f32(start, stop)
@@ -123,7 +129,7 @@ def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, 
 
     def produce() -> np.ndarray:
         v = rows(0, shape[0] if shape else 1).reshape(shape)
-        return llama_permute(v, heads) if heads is not None else v
+        return llama_permute(v, heads) if heads is not None else v  # row order only: valid on encoded values
 
     def chunks() -> Iterator[np.ndarray]:
         for start, stop in ref.row_chunks():
@@ -131,7 +137,7 @@ def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, 
                 yield rows(start, min(stop, shape[0]))
 
     big = len(shape) >= 2 and ref.nbytes > (16 << 20)
-    return produce, (chunks if big and heads is None else None)
+    return produce, (chunks if big and heads is None else None), direct is not None
 
 
 def vocab_rows(model: BaseModel) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,23 +24,27 @@ class BaseCheckpoint:
     path: Path
     config: dict[str, Any]
     tensors: dict[str, TensorRef]  # HF name → where its bytes are, in the order llama.cpp visits them
-    _fingerprint: str | None = field(default=None, repr=False)
+    _fingerprint: Any = field(default=None, repr=False)  # Future[str]
 
     def fingerprint(self) -> str:
-        """sha256 over names, shapes and bytes of the source tensors, in name order.
+        """sha256 over the source tensors, in name order: each tensor contributes the line
+        `name|dtype|shape` and the sha256 of its raw bytes.
 
         Independent of --outtype and of any conversion, so an adapter built against this checkpoint matches every
-        GGUF made from it.
+        GGUF made from it. Tensors are hashed in parallel (hashlib releases the GIL).
         """
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            for name in sorted(self.tensors):
-                ref = self.tensors[name]
-                h.update(f"{name}|{ref.dtype}|{list(ref.shape)}\n".encode())
-                for start, stop in ref.row_chunks():
-                    h.update(ref.read_raw(start, stop).tobytes())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+            self.start_fingerprint()
+        return self._fingerprint.result()
+
+    def start_fingerprint(self) -> None:
+        """Begin hashing in the background (it overlaps with tokenizer and metadata work)."""
+        if self._fingerprint is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=1)
+            self._fingerprint = pool.submit(_fingerprint, self.tensors)
+            pool.shutdown(wait=False)
 
     def file(self, name: str) -> Path | None:
         p = self.path / name
@@ -98,3 +103,23 @@ def index_tensors(path: Path) -> dict[str, TensorRef]:
 
 def _safetensors_parts(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name.startswith("model") and p.name.endswith(".safetensors"))
+
+
+def _tensor_sha256(ref: TensorRef) -> str:
+    h = hashlib.sha256()
+    for start, stop in ref.row_chunks():
+        h.update(ref.read_raw(start, stop).data)
+    return h.hexdigest()
+
+
+def _fingerprint(tensors: dict[str, TensorRef]) -> str:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = sorted(tensors)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # hashlib releases the GIL
+        digests = list(pool.map(lambda n: _tensor_sha256(tensors[n]), names))
+    h = hashlib.sha256()
+    for name, digest in zip(names, digests):
+        ref = tensors[name]
+        h.update(f"{name}|{ref.dtype}|{list(ref.shape)}|{digest}\n".encode())
+    return h.hexdigest()

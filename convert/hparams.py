@@ -48,7 +48,8 @@ def flatten(config: dict[str, Any], defaults: dict[str, Any]) -> HParams:
     for key, value in defaults.items():
         if hp.get(key) is None and key != "rope_theta":
             hp[key] = value(hp) if callable(value) else value
-    if not (hp.get("rope_parameters") or hp.get("rope_scaling")) and "rope_theta" not in hp and "rope_theta" in defaults:
+    has_rope = hp.get("rope_parameters") or hp.get("rope_scaling") or "rope_theta" in hp
+    if not has_rope and "rope_theta" in defaults:
         hp["rope_theta"] = defaults["rope_theta"]
     h = HParams(hp, dict(hp.get("rope_parameters", hp.get("rope_scaling")) or {}), 0)
     h.block_count = h.find(["n_layers", "num_hidden_layers", "n_layer", "num_layers"])

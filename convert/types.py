@@ -6,10 +6,12 @@ type falls back to F16 when a row does not split into whole blocks.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
-from gguf import GGML_QUANT_SIZES, LlamaFileType
+from gguf import GGML_QUANT_SIZES, LlamaFileType, quants
 from gguf import GGMLQuantizationType as QT
-from gguf import quants
 
 from lorapack.errors import LorapackError
 
@@ -59,3 +61,45 @@ def encode(values: np.ndarray, qtype: QT) -> np.ndarray:
     if qtype == QT.F16:
         return np.ascontiguousarray(values, dtype=np.float16)
     return quants.quantize(np.ascontiguousarray(values), qtype)
+
+
+@functools.cache
+def _bf16_table(qtype: QT) -> np.ndarray:
+    """bf16 bits → stored bits for every one of the 65536 bf16 values, computed by the exact float path
+    (bf16 → f32 → qtype) once; a lookup then converts a whole tensor bit-identically and ~15x faster."""
+    f32 = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return encode(f32, qtype).view(np.uint16)
+
+
+def direct_encoder(src_dtype: str, qtype: QT):
+    """A function raw source values → stored values, when the conversion needs no arithmetic; else None."""
+    if src_dtype == "BF16" and qtype in (QT.F16, QT.BF16):
+        table = _bf16_table(qtype)
+        view = np.float16 if qtype == QT.F16 else np.uint16
+        return lambda raw: _lookup(table, raw).view(view)
+    if (src_dtype, qtype) in (("F16", QT.F16), ("F32", QT.F32)):
+        return lambda raw: raw
+    return None
+
+
+_POOL = None
+
+
+def _lookup(table: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """table[raw], split across the cores for large tensors (numpy's take releases the GIL)."""
+    global _POOL
+    flat, out = raw.reshape(-1), np.empty(raw.shape, dtype=table.dtype)
+    n, workers = flat.size, os.cpu_count() or 1
+    if n < (1 << 20) or workers == 1:
+        np.take(table, flat, out=out.reshape(-1))
+        return out
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=workers)
+    bounds = np.linspace(0, n, workers + 1, dtype=np.int64)
+    dest = out.reshape(-1)
+    list(_POOL.map(lambda i: np.take(table, flat[bounds[i]:bounds[i + 1]], out=dest[bounds[i]:bounds[i + 1]]),
+                   range(workers)))
+    return out

@@ -56,6 +56,7 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
     outtype = parse_outtype(req.outtype)
     adapter_outtype = parse_outtype(req.adapter_outtype, ADAPTER_OUTTYPES)
     model = resolve(load_checkpoint(req.base))
+    model.ckpt.start_fingerprint()
     adapters, problems = [], []
     for name, path in named:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
@@ -75,12 +76,21 @@ def write_plan(path: Path, plan: Plan, progress: Callable[[int], None] | None = 
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise LorapackError(f"duplicate tensor names in plan: {', '.join(dup[:5])}")
-    with open(path, "wb") as f:
+    with open(path, "wb") as f, ThreadPoolExecutor(max_workers=1) as ahead:
         _write_header(f, plan, placed)
-        for t, _, size in placed:
-            _write_tensor(f, t, size)
+        # produce the next tensor while this one is written: reading and converting overlap the writes
+        pending = _prefetch(ahead, placed[0][0]) if placed else None
+        for i, (t, _, size) in enumerate(placed):
+            current = pending
+            pending = _prefetch(ahead, placed[i + 1][0]) if i + 1 < len(placed) else None
+            _write_tensor(f, t, size, current.result() if current is not None else None)
             if progress:
                 progress(size)
+
+
+def _prefetch(pool: ThreadPoolExecutor, t: PlannedTensor) -> Future | None:
+    """Whole tensors are produced ahead; chunked (huge) ones stream in place to keep memory flat."""
+    return pool.submit(t.produce) if t.chunks is None else None
 
 
 def _write_header(f: BinaryIO, plan: Plan, placed) -> None:
@@ -93,12 +103,12 @@ def _write_header(f: BinaryIO, plan: Plan, placed) -> None:
     f.write(header + b"\0" * _pad(len(header)))
 
 
-def _write_tensor(f: BinaryIO, t: PlannedTensor, size: int) -> None:
+def _write_tensor(f: BinaryIO, t: PlannedTensor, size: int, values: np.ndarray | None = None) -> None:
     """Encode and write one tensor; block types are row-local, so row blocks encode independently."""
     if t.chunks is not None:
         pieces = t.chunks()
     else:
-        values = t.produce()
+        values = t.produce() if values is None else values
         if not t.encoded and tuple(values.shape) != tuple(t.shape):
             raise LorapackError(f"{t.name}: produced shape {values.shape} but planned {t.shape}")
         pieces = iter([values])

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from gguf import GGUFValueType as VT
 from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
 
 from lorapack.convert.adapter_plan import FINGERPRINT, adapter_plan
 from lorapack.convert.base import BaseModel, base_plan, planned, vocab_rows

@@ -40,4 +40,5 @@ def fetch(dest: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / ".cache" / "reference"))
+    default = Path(__file__).resolve().parent.parent / ".cache" / "reference"
+    print(fetch(Path(sys.argv[1]) if len(sys.argv) > 1 else default))
