@@ -1,0 +1,109 @@
+"""The reference: the unmerged PyTorch PEFT model and the safetensors source, read with their own libraries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lorapack.errors import LorapackError
+
+
+class Source:
+    """Base checkpoint tensors through the safetensors library (numpy, float32)."""
+
+    def __init__(self, base: Path):
+        from safetensors import safe_open
+
+        self.config = _json(base / "config.json")
+        files = sorted(base.glob("model*.safetensors"))
+        if not files:
+            raise LorapackError(f"reference base {base} has no model*.safetensors")
+        self._handles = [safe_open(str(p), framework="pt") for p in files]
+        self._where = {k: h for h in self._handles for k in h.keys()}
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def has(self, name: str) -> bool:
+        return name in self._where
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._where[name].get_slice(name).get_shape())
+
+    def get(self, name: str, rows: slice | None = None) -> np.ndarray:
+        """float32 values (the 'pt' framework reads BF16, which numpy cannot hold)."""
+        import torch
+
+        handle = self._where[name]
+        t = handle.get_slice(name)[rows] if rows is not None else handle.get_tensor(name)
+        return t.to(torch.float32).numpy()
+
+
+class PeftReference:
+    """The base model with every adapter loaded, unmerged, in float32 — PEFT's own forward is the reference."""
+
+    def __init__(self, base: Path, adapters: dict[str, Path]):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        torch.set_grad_enabled(False)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        except Exception as e:
+            raise LorapackError(f"cannot load the reference base {base} with transformers ({e})") from None
+        self.names = list(adapters)
+        if not adapters:
+            self.model, self.layers = model.eval(), {}
+            return
+        first, *rest = self.names
+        try:
+            self.model = PeftModel.from_pretrained(model, adapters[first], adapter_name=first).eval()
+            for n in rest:
+                self.model.load_adapter(adapters[n], adapter_name=n)
+        except Exception as e:
+            raise LorapackError(f"cannot load the reference adapters with PEFT ({e})") from None
+        self.layers = self._lora_layers()
+
+    def _lora_layers(self) -> dict[str, dict[str, object]]:
+        """adapter name → {HF module name → LoraLayer holding that adapter}."""
+        from peft.tuners.lora import LoraLayer
+
+        out: dict[str, dict[str, object]] = {n: {} for n in self.names}
+        for name, module in self.model.base_model.model.named_modules():
+            if isinstance(module, LoraLayer):
+                for n in self.names:
+                    if n in module.lora_A or n in module.lora_embedding_A:
+                        out[n][name] = module
+        return out
+
+    def contribution(self, adapter: str, module: str, x: np.ndarray) -> np.ndarray:
+        """What the adapter adds at `module` for input x: PEFT's layer forward with the adapter active, minus
+        the base layer. x: (N, in) float32 — token ids (N,) for embeddings."""
+        import torch
+
+        layer = self.layers[adapter][module]
+        self.model.base_model.set_adapter(adapter)
+        inp = torch.from_numpy(x)
+        return (layer(inp) - layer.base_layer(inp)).float().numpy()
+
+    def logits(self, ids: list[int], adapter: str | None) -> np.ndarray:
+        import torch
+
+        inp = torch.tensor([ids])
+        if adapter is None:
+            if hasattr(self.model, "disable_adapter"):
+                with self.model.disable_adapter():
+                    return self.model(inp).logits[0].float().numpy()
+            return self.model(inp).logits[0].float().numpy()
+        self.model.base_model.set_adapter(adapter)
+        return self.model(inp).logits[0].float().numpy()
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise LorapackError(f"cannot read {path} ({e})") from None
