@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -67,6 +68,9 @@ def main() -> None:
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("gguf").setLevel(logging.ERROR)  # gguf-py's tokenizer notes are not the user's concern
+    # nor are the libraries' loading advice and deprecations; errors and verdicts say what matters
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def parse_scales(values: tuple[str, ...]) -> dict[str, float]:
@@ -144,3 +148,46 @@ def inspect(target, as_json):
     click.echo(json.dumps(info, indent=2) if as_json else render(info))
 
 
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--base", "base", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="The Hugging Face base checkpoint the artifact was built from (the reference).")
+@click.argument("adapters", nargs=-1)
+@click.option("--probes", default=8, show_default=True, help="Random inputs per adapted layer.")
+@click.option("--seed", default=0, show_default=True, help="Seed for the probes (same seed, same report).")
+@click.option("--tolerance", "tolerances", multiple=True, metavar="TYPE=RTOL[:ATOL]",
+              help="Override a stored type's tolerance, e.g. Q8_0=0.02 (relative Frobenius error).")
+@click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report here.")
+@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here (for CI systems).")
+@click.option("--end-to-end", is_flag=True, help="Also compare logits of whole models (PyTorch from the artifact, "
+                                                  "and llama.cpp when installed) with the PEFT model.")
+@click.option("--quiet", is_flag=True, help="Print only the verdict and what failed.")
+def validate(artifact, base, adapters, probes, seed, tolerances, report, junit, end_to_end, quiet):
+    """Check ARTIFACT (combined file, separate folder or merged file) against the unmerged PyTorch PEFT model.
+
+    ADAPTERs are [NAME=]DIR, named as in `build`. Every adapted layer's output on random probes is recomputed
+    from the artifact and compared with PEFT's LoraLayer; every base tensor with the safetensors source; the
+    metadata with the config. Exit 0: all pass; 1: a mismatch (each failing tensor or key is printed);
+    2: bad arguments or unusable references.
+    """
+    from lorapack.convert.peft import parse_adapter_arg
+    from lorapack.validate.report import summary, table, write_json, write_junit
+    from lorapack.validate.run import Request
+    from lorapack.validate.run import validate as run_validate
+
+    named = [parse_adapter_arg(a) for a in adapters]
+    result = run_validate(Request(artifact, base, named, probes, seed, tolerances, end_to_end))
+    if not quiet:
+        click.echo(table(result.checks))
+    click.echo(summary(result.checks))
+    for c in result.checks:
+        if not c.ok:
+            click.echo(f"failed: {c.name} ({c.kind}: {c.value} vs {c.tolerance})")
+    seconds = sum(result.timing.values())
+    if report:
+        write_json(report, result.checks, result.timing)
+    if junit:
+        write_junit(junit, result.checks, seconds)
+    sys.exit(0 if result.ok else 1)

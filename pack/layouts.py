@@ -12,6 +12,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
 from lorapack.convert.adapter_plan import FINGERPRINT, adapter_plan
+from lorapack.convert.arch import llama_permute
 from lorapack.convert.base import BaseModel, base_plan, planned, vocab_rows
 from lorapack.convert.peft import Adapter, LoraModule
 from lorapack.convert.plan import Plan, PlannedTensor, array, string
@@ -107,10 +108,9 @@ def _extras(a: Adapter, model: BaseModel, outtype: QT, prefix: str) -> list[Plan
     """DoRA magnitudes (F32, one per output row) and modules_to_save replacements (base transforms applied)."""
     out = []
     for m in a.modules:
-        if m.magnitude is not None:
-            shape = m.magnitude.shape
-            out.append(PlannedTensor(f"{prefix}{m.base_name}.dora_m", shape, QT.F32,
-                                     lambda r=m.magnitude: r.read_f32(), m.module))
+        if m.magnitude is not None:  # one value per output row, in the GGUF weight's row order
+            produce = lambda m=m: _rows_like_base(m.magnitude.read_f32(), m.qk_heads)  # noqa: E731
+            out.append(PlannedTensor(f"{prefix}{m.base_name}.dora_m", m.magnitude.shape, QT.F32, produce, m.module))
     n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
     for hf_name, ref in a.full_tensors.items():
         t = planned(model, model.map_name(hf_name)[0], hf_name, ref, outtype, n_vocab)
@@ -177,3 +177,7 @@ def _delta_fn(terms: list[tuple[LoraModule, float]]) -> Callable[[int, int], np.
 
     return delta
 
+
+
+def _rows_like_base(v: np.ndarray, heads: int | None) -> np.ndarray:
+    return v if heads is None else llama_permute(v.reshape(-1, 1), heads).reshape(v.shape)

@@ -78,7 +78,7 @@ def make_adapter(base_model, dest: Path, seed: int, **lora) -> None:
     peft_model = get_peft_model(base_model, cfg)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
-            if "lora_B" in name or "lora_embedding_B" in name:
+            if "lora_B" in name or "lora_embedding_A" in name:  # PEFT zeroes these (B; A for embeddings)
                 p.normal_(0, 0.5)
             elif "lora_magnitude_vector" in name:
                 p.mul_(1.1)

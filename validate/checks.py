@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import Artifact, AdapterView, dequantize
+from .artifact import AdapterView, Artifact, dequantize
 from .names import hf_module, norm_offset, permuted_heads, undo_rope_permutation
 from .reference import PeftReference, Source
 from .tolerances import Tol, for_type
@@ -33,6 +33,8 @@ class Check:
     @property
     def severity(self) -> float:
         """How far past (or within) its tolerance: for sorting worst first."""
+        if self.kind in ("metadata", "structure"):
+            return 0.0 if self.ok else float("inf")
         try:
             return float(self.value) / float(self.tolerance.split(":")[0])
         except (TypeError, ValueError, ZeroDivisionError):
@@ -177,7 +179,7 @@ class Validator:
             want = self.src.get(src_name, rows) + np.float32(offset)
             diff = got.astype(np.float64) - want
             sq_diff, sq_ref = sq_diff + float(np.sum(diff * diff)), sq_ref + float(np.sum(want.astype(np.float64) ** 2))
-            max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
+            max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)  # NaN sinks rel below
             if heads is not None:
                 break
         rel = (sq_diff ** 0.5) / (sq_ref ** 0.5) if sq_ref else (0.0 if sq_diff == 0 else float("inf"))
@@ -248,9 +250,12 @@ class Validator:
         base_t = next(t for t in self.art.base_tensors() if hf_module(self.arch, t.name) == (module, "weight"))
         w = dequantize(self.art.base, base_t)
         a, b = dequantize(view.file, parts["lora_a"]), dequantize(view.file, parts["lora_b"])
+        m = dequantize(view.file, parts["dora_m"]).reshape(-1, 1)
+        if (heads := permuted_heads(self.arch, module, self.config)) is not None:  # all stored in GGUF row order
+            w, b, m = (undo_rope_permutation(v, heads) for v in (w, b, m))
+        m = m.reshape(-1)
         scale = (view.get("adapter.lora.alpha") or 1.0) / b.shape[1]
         norm = np.linalg.norm(w + scale * (b @ a), axis=1)
-        m = dequantize(view.file, parts["dora_m"]).reshape(-1)
         base_out = x @ w.T
         return (m / norm - 1) * base_out + (m / norm) * lora_out
 
@@ -298,7 +303,7 @@ class Validator:
         rel, max_abs = rel_error(y_art, y_src + delta)
         self.add(f"{t.name}", "merged", rel, tol, tol.ok(rel, max_abs))
         # the adapters' part alone; the stored type's rounding of W bounds what can be resolved
-        scale = float(np.linalg.norm(y_src) / max(np.linalg.norm(delta), 1e-30))
+        scale = float(np.linalg.norm(y_src + delta) / max(np.linalg.norm(delta), 1e-30))
         part_tol = Tol(max(2e-3, 2 * tol.rtol * scale), tol.atol)
         rel, max_abs = rel_error(y_art - y_src, delta)
         self.add(f"{t.name} (adapter delta)", "merged", rel, part_tol, part_tol.ok(rel, max_abs))

@@ -46,10 +46,13 @@ class PeftReference:
 
     def __init__(self, base: Path, adapters: dict[str, Path]):
         import torch
+        import transformers
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
         torch.set_grad_enabled(False)
+        transformers.logging.set_verbosity_error()  # the reference's loading chatter is not the user's concern
+        transformers.logging.disable_progress_bar()
         try:
             model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         except Exception as e:

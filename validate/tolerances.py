@@ -4,6 +4,7 @@ orders of magnitude. Override with --tolerance TYPE=RTOL[:ATOL]."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lorapack.errors import LorapackError
@@ -15,6 +16,8 @@ class Tol:
     atol: float = 0.0  # an absolute bound on max |error| that also passes (for all-zero references)
 
     def ok(self, rel: float, abs_err: float) -> bool:
+        if not (math.isfinite(rel) and math.isfinite(abs_err)):  # NaN compares false both ways: never a pass
+            return False
         return rel <= self.rtol or abs_err <= self.atol
 
     def __str__(self) -> str:

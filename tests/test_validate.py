@@ -1,0 +1,204 @@
+"""`lorapack validate`: every correct artifact passes; every planted defect fails (exit 1) and is named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import lorapack
+from gguf import GGUFReader
+from reference_math import unpermute
+
+LLAMA = "llama"
+
+
+def validate(artifact, samples, arch=LLAMA, adapters=("plain", "rs=rslora"), *extra, check=None):
+    args = [f"{a.split('=')[0]}={samples / arch / 'adapters' / a.split('=')[-1]}" for a in adapters]
+    proc = lorapack("validate", artifact, "--base", samples / arch / "base", *args, *extra, check=False)
+    print(proc.stdout[-3000:], proc.stderr[-2000:])
+    if check is not None:
+        assert proc.returncode == check, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def good(samples, tmp_path_factory):
+    """A correct separate artifact: llama base (q/k permuted) with a plain and an rsLoRA adapter."""
+    d = tmp_path_factory.mktemp("good")
+    ads = [f"plain={samples / LLAMA / 'adapters' / 'plain'}", f"rs={samples / LLAMA / 'adapters' / 'rslora'}"]
+    lorapack("build", samples / LLAMA / "base", *ads, "-o", d / "sep", "--layout", "separate")
+    lorapack("build", samples / LLAMA / "base", *ads, "-o", d / "q8", "--layout", "separate", "--outtype", "q8_0")
+    return d
+
+
+def planted(good, tmp_path, which="sep"):
+    dest = tmp_path / which
+    shutil.copytree(good / which, dest)
+    return dest
+
+
+def patch_tensor(path, name, fn):
+    r = GGUFReader(path, "r+")
+    t = next(t for t in r.tensors if t.name == name)
+    t.data[...] = fn(np.array(t.data))
+
+
+def patch_key(path, key, value):
+    r = GGUFReader(path, "r+")
+    r.fields[key].parts[r.fields[key].data[0]][0] = value
+
+
+def expect_named(proc, *names):
+    assert proc.returncode == 1, f"expected a mismatch (exit 1), got {proc.returncode}"
+    for n in names:
+        assert n in proc.stdout, f"{n} not named in the output"
+
+
+def test_correct_artifact_passes(good, samples):
+    proc = validate(good / "sep", samples, check=0)
+    assert "PASS" in proc.stdout
+
+
+ADAPTER_DEFECTS = {
+    "scaled lora_b": ("blk.1.attn_v.weight.lora_b", lambda d: d * np.float16(1.05)),
+    "zeroed lora_b": ("blk.0.ffn_up.weight.lora_b", lambda d: np.zeros_like(d)),
+    "missing q/k permutation": ("blk.0.attn_q.weight.lora_b", lambda d: unpermute(d, 4)),
+}
+
+
+@pytest.mark.parametrize("defect", ADAPTER_DEFECTS)
+def test_adapter_tensor_defects(good, samples, tmp_path, defect):
+    name, fn = ADAPTER_DEFECTS[defect]
+    art = planted(good, tmp_path)
+    patch_tensor(art / "adapters" / "plain.gguf", name, fn)
+    expect_named(validate(art, samples), name)
+
+
+def test_swapped_layers(good, samples, tmp_path):
+    art = planted(good, tmp_path)
+    path = art / "adapters" / "plain.gguf"
+    r = GGUFReader(path, "r+")
+    t0, t1 = (next(t for t in r.tensors if t.name == f"blk.{i}.attn_v.weight.lora_b") for i in (0, 1))
+    a, b = np.array(t0.data), np.array(t1.data)
+    t0.data[...], t1.data[...] = b, a
+    expect_named(validate(art, samples), "blk.0.attn_v.weight.lora_b", "blk.1.attn_v.weight.lora_b")
+
+
+def test_wrong_alpha(good, samples, tmp_path):
+    art = planted(good, tmp_path)
+    patch_key(art / "adapters" / "plain.gguf", "adapter.lora.alpha", 24.0)
+    expect_named(validate(art, samples), "adapter.lora.alpha", "blk.0.attn_q.weight.lora_b")
+
+
+def test_rslora_scaled_as_plain_lora(good, samples, tmp_path, ref_run):
+    """llama.cpp's own converter writes lora_alpha and ignores rsLoRA: exactly this defect."""
+    art = planted(good, tmp_path)
+    theirs = ref_run.lora(samples / LLAMA / "adapters" / "rslora", samples / LLAMA / "base", "f16")
+    shutil.copy(theirs, art / "adapters" / "rs.gguf")
+    proc = validate(art, samples)
+    expect_named(proc, "rs: adapter.lora.alpha", "blk.0.attn_q.weight.lora_b")
+
+
+def test_dropped_pair(good, samples, tmp_path):
+    from lorapack.convert.plan import Plan
+    from lorapack.pack.gguf_io import write_plan
+    from lorapack.pack.gguf_read import read_gguf
+    from lorapack.pack.unpack import _subplan
+
+    art = planted(good, tmp_path)
+    path = art / "adapters" / "plain.gguf"
+    f = read_gguf(path)
+    plan: Plan = _subplan(f, lambda k: True, lambda t: not t.startswith("blk.1.ffn_down.weight."))
+    write_plan(tmp_path / "x.gguf", plan)
+    shutil.move(tmp_path / "x.gguf", path)
+    expect_named(validate(art, samples), "model.layers.1.mlp.down_proj")
+
+
+@pytest.mark.parametrize("name", ["blk.1.ffn_gate.weight", "token_embd.weight"])
+def test_perturbed_base_tensor(good, samples, tmp_path, name):
+    art = planted(good, tmp_path)
+    rng = np.random.default_rng(0)
+    patch_tensor(art / "base.gguf", name, lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype))
+    expect_named(validate(art, samples), name)
+
+
+def test_wrong_hyperparameter(good, samples, tmp_path):
+    art = planted(good, tmp_path)
+    patch_key(art / "base.gguf", "llama.attention.head_count_kv", 1)
+    expect_named(validate(art, samples), "llama.attention.head_count_kv")
+
+
+def test_q8_0_data_corrupted(good, samples, tmp_path):
+    art = planted(good, tmp_path, "q8")
+    patch_tensor(art / "base.gguf", "blk.0.attn_output.weight", lambda d: d[..., ::-1].copy())
+    expect_named(validate(art, samples), "blk.0.attn_output.weight")
+
+
+def test_adapter_from_another_base(good, samples, tmp_path):
+    """Same shapes, other weights: only the recorded fingerprint can tell, and it must."""
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "other-base"
+    shutil.copytree(samples / LLAMA / "base", other)
+    t = load_file(other / "model.safetensors")
+    t["model.norm.weight"] = t["model.norm.weight"] * 1.5
+    save_file(t, other / "model.safetensors", metadata={"format": "pt"})
+    lorapack("build", other, samples / LLAMA / "adapters" / "plain", "-o", tmp_path / "o", "--layout", "separate",
+             "--adapters-only")
+    art = planted(good, tmp_path)
+    shutil.copy(tmp_path / "o" / "adapters" / "plain.gguf", art / "adapters" / "plain.gguf")
+    expect_named(validate(art, samples), "plain: lorapack.base.fingerprint")
+
+
+def test_adapter_on_one_side_only(good, samples):
+    proc = validate(good / "sep", samples, LLAMA, ("plain",))
+    expect_named(proc, "adapter rs")
+
+
+def test_truncated_artifact_is_a_mismatch(good, samples, tmp_path):
+    art = planted(good, tmp_path)
+    data = (art / "base.gguf").read_bytes()
+    (art / "base.gguf").write_bytes(data[: len(data) // 2])
+    proc = validate(art, samples)
+    assert proc.returncode == 1 and "truncated" in proc.stdout
+
+
+def test_bad_arguments_exit_2(good, samples, tmp_path):
+    proc = lorapack("validate", good / "sep", "--base", tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:")
+    proc = validate(good / "sep", samples, LLAMA, ("plain", "rs=rslora"), "--tolerance", "F16=abc")
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("layout,outtype", [("combined", "f32"), ("combined", "bf16"), ("merged", "f16"),
+                                            ("merged", "q8_0"), ("separate", "q4_0"), ("separate", "q5_0")])
+def test_clean_artifacts_of_every_type_pass(samples, tmp_path, layout, outtype):
+    arch = "phi3" if outtype in ("bf16", "q4_0") else "qwen2" if layout == "merged" else LLAMA
+    ads = ("plain",) if arch != LLAMA else ("plain", "rs=rslora")
+    args = [f"{a.split('=')[0]}={samples / arch / 'adapters' / a.split('=')[-1]}" for a in ads]
+    out = tmp_path / ("a.gguf" if layout != "separate" else "a")
+    lorapack("build", samples / arch / "base", *args, "-o", out, "--layout", layout, "--outtype", outtype)
+    validate(out, samples, arch, ads, check=0)
+
+
+def test_dora_and_modules_to_save_in_combined(samples, tmp_path):
+    ads = ("dora", "save_head")
+    args = [f"{a}={samples / LLAMA / 'adapters' / a}" for a in ads]
+    lorapack("build", samples / LLAMA / "base", *args, "-o", tmp_path / "c.gguf")
+    validate(tmp_path / "c.gguf", samples, LLAMA, ads, check=0)
+
+
+def test_report_is_stable_and_junit_written(good, samples, tmp_path):
+    reports = []
+    for i in range(2):
+        validate(good / "sep", samples, LLAMA, ("plain", "rs=rslora"), "--report", tmp_path / f"r{i}.json",
+                 "--junit", tmp_path / "j.xml", "--seed", "7", check=0)
+        r = json.loads((tmp_path / f"r{i}.json").read_text())
+        r.pop("timing")
+        reports.append(r)
+    assert reports[0] == reports[1] and reports[0]["verdict"] == "pass"
+    assert {"name", "kind", "value", "tolerance", "verdict"} <= set(reports[0]["checks"][0])
+    junit = (tmp_path / "j.xml").read_text()
+    assert "<testsuite" in junit and 'failures="0"' in junit

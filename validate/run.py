@@ -1,0 +1,63 @@
+"""`lorapack validate`: open the artifact and the references, run the checks, report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lorapack.errors import LorapackError
+from lorapack.pack.gguf_read import CorruptGGUF
+
+from .artifact import open_artifact
+from .checks import Check, Validator
+from .reference import PeftReference, Source
+from .tolerances import parse
+
+
+@dataclass
+class Request:
+    artifact: Path
+    base: Path
+    adapters: list[tuple[str, Path]]
+    probes: int = 8
+    seed: int = 0
+    tolerances: tuple[str, ...] = ()
+    end_to_end: bool = False
+
+
+@dataclass
+class Result:
+    checks: list[Check]
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def validate(req: Request) -> Result:
+    t0 = time.perf_counter()
+    tols = parse(req.tolerances)
+    names = [n for n, _ in req.adapters]
+    if len(set(names)) != len(names):
+        raise LorapackError(f"duplicate adapter names: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    if req.probes < 1:
+        raise LorapackError("--probes must be at least 1")
+    for _, p in req.adapters:
+        if not (p / "adapter_config.json").is_file():
+            raise LorapackError(f"reference adapter {p} has no adapter_config.json")
+    try:
+        artifact = open_artifact(req.artifact)
+    except CorruptGGUF as e:  # an unreadable artifact is a mismatch, not a usage error
+        return Result([Check(f"artifact {req.artifact}", "structure", str(e), "readable", False)])
+    source = Source(req.base)
+    ref = PeftReference(req.base, dict(req.adapters))
+    t1 = time.perf_counter()
+    checks = Validator(artifact, source, ref, dict(req.adapters), tols, req.probes, req.seed).run()
+    if req.end_to_end:
+        from .end_to_end import end_to_end
+
+        checks += end_to_end(artifact, source, ref, req.base, tols)
+    t2 = time.perf_counter()
+    return Result(checks, {"load_s": round(t1 - t0, 3), "checks_s": round(t2 - t1, 3)})
