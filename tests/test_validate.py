@@ -120,7 +120,8 @@ def test_dropped_pair(good, samples, tmp_path):
 def test_perturbed_base_tensor(good, samples, tmp_path, name):
     art = planted(good, tmp_path)
     rng = np.random.default_rng(0)
-    patch_tensor(art / "base.gguf", name, lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype))
+    noise = lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype)  # noqa: E731
+    patch_tensor(art / "base.gguf", name, noise)
     expect_named(validate(art, samples), name)
 
 

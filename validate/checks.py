@@ -128,9 +128,9 @@ class Validator:
         n_tokens = f.fields["tokenizer.ggml.tokens"].count if "tokenizer.ggml.tokens" in f.fields else 0
         if (vocab := c.get("vocab_size")) is not None:
             self.add("tokenizer.ggml.tokens", "metadata", n_tokens, vocab, n_tokens == vocab)
-        for key, cfg in (("tokenizer.ggml.bos_token_id", "bos_token_id"), ("tokenizer.ggml.eos_token_id", "eos_token_id")):
-            want = c.get(cfg)
-            if isinstance(want, int):
+        for kind in ("bos", "eos"):
+            key, cfg = f"tokenizer.ggml.{kind}_token_id", f"{kind}_token_id"
+            if isinstance(want := c.get(cfg), int):
                 self.add(key, "metadata", f.get(key), want, f.get(key) == want)
 
     # --- base tensors --------------------------------------------------------------------------------------------
