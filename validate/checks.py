@@ -318,6 +318,6 @@ def source_fingerprint(src: Source) -> str:
         handle = src._where[name]
         t = handle.get_tensor(name).contiguous()
         dtype = handle.get_slice(name).get_dtype()
-        digest = hashlib.sha256(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()
+        digest = hashlib.sha256(memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else b"").hexdigest()
         lines.append(f"{name}|{dtype}|{list(t.shape)}|{digest}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -54,7 +54,8 @@ class PeftReference:
         transformers.logging.set_verbosity_error()  # the reference's loading chatter is not the user's concern
         transformers.logging.disable_progress_bar()
         try:
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+            # stored precision (bf16 halves the memory); each layer is lifted to float32 when it is evaluated
+            model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
         except Exception as e:
             raise LorapackError(f"cannot load the reference base {base} with transformers ({e})") from None
         self.names = list(adapters)
@@ -90,19 +91,39 @@ class PeftReference:
         layer = self.layers[adapter][module]
         self.model.base_model.set_adapter(adapter)
         inp = torch.from_numpy(x)
-        return (layer(inp) - layer.base_layer(inp)).float().numpy()
+        with float32(layer):
+            return (layer(inp) - layer.base_layer(inp)).float().numpy()
 
     def logits(self, ids: list[int], adapter: str | None) -> np.ndarray:
+        import contextlib
+
         import torch
 
         inp = torch.tensor([ids])
-        if adapter is None:
-            if hasattr(self.model, "disable_adapter"):
-                with self.model.disable_adapter():
-                    return self.model(inp).logits[0].float().numpy()
+        off = adapter is None and hasattr(self.model, "disable_adapter")
+        if adapter is not None:
+            self.model.base_model.set_adapter(adapter)
+        with float32(self.model), (self.model.disable_adapter() if off else contextlib.nullcontext()):
             return self.model(inp).logits[0].float().numpy()
-        self.model.base_model.set_adapter(adapter)
-        return self.model(inp).logits[0].float().numpy()
+
+
+class float32:
+    """Evaluate a module in float32 and give it back its stored dtype (bf16 → f32 → bf16 is lossless)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.dtypes = {n: p.dtype for n, p in module.named_parameters()}
+
+    def __enter__(self):
+        import torch
+
+        if any(d != torch.float32 for d in self.dtypes.values()):
+            self.module.float()
+
+    def __exit__(self, *exc):
+        for n, p in self.module.named_parameters():
+            if p.dtype != self.dtypes[n]:
+                p.data = p.data.to(self.dtypes[n])
 
 
 def _json(path: Path) -> dict:
