@@ -101,10 +101,26 @@ class PeftReference:
 
         inp = torch.tensor([ids])
         off = adapter is None and hasattr(self.model, "disable_adapter")
-        if adapter is not None:
+        if adapter is not None and adapter is not _ACTIVE:
             self.model.base_model.set_adapter(adapter)
         with float32(self.model), (self.model.disable_adapter() if off else contextlib.nullcontext()):
             return self.model(inp).logits[0].float().numpy()
+
+
+    def logits_combined(self, ids: list[int], scales: dict[str, float]) -> np.ndarray:
+        """Every adapter active at once, each at its scale: what a merged model should compute."""
+        layers = [(layer, n) for n in scales for layer in self.layers.get(n, {}).values()]
+        self.model.base_model.set_adapter(list(scales))
+        for layer, n in layers:
+            layer.set_scale(n, scales[n])
+        try:
+            return self.logits(ids, adapter=None if not scales else _ACTIVE)
+        finally:
+            for layer, n in layers:
+                layer.set_scale(n, 1.0)
+
+
+_ACTIVE = object()  # logits(): keep the adapters that are already active
 
 
 class float32:

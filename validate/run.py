@@ -58,6 +58,6 @@ def validate(req: Request) -> Result:
     if req.end_to_end:
         from .end_to_end import end_to_end
 
-        checks += end_to_end(artifact, source, ref, req.base, tols)
+        checks += end_to_end(artifact, ref, req.base, tols, req.seed)
     t2 = time.perf_counter()
     return Result(checks, {"load_s": round(t1 - t0, 3), "checks_s": round(t2 - t1, 3)})

@@ -1,0 +1,139 @@
+"""--end-to-end: whole-model logits from the artifact against the PEFT model.
+
+Two runtimes read the artifact: a PyTorch model rebuilt from the artifact's weights alone (config.json is the
+only other input — the rebuild never opens the safetensors), and llama.cpp itself when llama-cpp-python is
+installed. Each is compared with the unmerged PEFT model on a fixed prompt: max |Δlogit| relative to the largest
+reference logit, and agreement of the top-1 token.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import Artifact, dequantize
+from .checks import Check
+from .names import hf_module, norm_offset, permuted_heads, undo_rope_permutation
+from .reference import PeftReference
+from .tolerances import Tol, for_type
+
+PROMPT_LEN = 12
+TOP1 = 0.75  # share of positions whose top-1 token must agree
+
+
+def prompt(vocab: int, seed: int) -> list[int]:
+    return np.random.default_rng(seed).integers(3, vocab, PROMPT_LEN).tolist()
+
+
+def rebuild_logits(artifact: Artifact, config_dir: Path, adapter: str | None, ids: list[int]) -> np.ndarray:
+    """Logits of a transformers model whose every weight comes from the artifact (adapter applied as W + s·B·A)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(config_dir)
+    state = artifact_state(artifact, config.to_dict(), adapter)
+    if "lm_head.weight" in state:
+        config.tie_word_embeddings = False
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    if unexpected or [m for m in missing if m != "lm_head.weight"]:
+        raise ValueError(f"artifact does not rebuild the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def artifact_state(artifact: Artifact, config: dict, adapter: str | None) -> dict[str, np.ndarray]:
+    arch = artifact.base.get("general.architecture")
+    config = {**config, **config.get("text_config", {})}
+    state = {}
+    for t in artifact.base_tensors():
+        if (mapped := hf_module(arch, t.name)) is None:
+            continue
+        module, suffix = mapped
+        w = dequantize(artifact.base, t)
+        if (heads := permuted_heads(arch, module, config)) is not None:
+            w = undo_rope_permutation(w, heads)
+        w = w - np.float32(norm_offset(arch, module)) if suffix == "weight" else w
+        if module == "model.embed_tokens" and w.shape[0] < config["vocab_size"]:  # llama.cpp trims unused rows
+            w = np.concatenate([w, np.zeros((config["vocab_size"] - w.shape[0], w.shape[1]), np.float32)])
+        state[f"{module}.{suffix}"] = w
+    if adapter is not None:
+        _apply(artifact, arch, config, adapter, state)
+    return state
+
+
+def _apply(artifact: Artifact, arch: str, config: dict, adapter: str, state: dict) -> None:
+    view = artifact.adapters[adapter]
+    alpha = view.get("adapter.lora.alpha") or 0.0
+    for stem, parts in view.pairs().items():
+        module, _ = hf_module(arch, stem)
+        a, b = dequantize(view.file, parts["lora_a"]), dequantize(view.file, parts["lora_b"])
+        if (heads := permuted_heads(arch, module, config)) is not None:
+            b = undo_rope_permutation(b, heads)
+        scale = alpha / b.shape[1] if alpha else 1.0
+        key = f"{module}.weight"
+        if module == "lm_head" and key not in state:
+            state[key] = state["model.embed_tokens.weight"].copy()
+        delta = (a @ b.T) if module == "model.embed_tokens" else (b @ a)  # embeddings: lora_a is (vocab, r)
+        state[key] = state[key] + np.float32(scale) * delta[: state[key].shape[0]]
+
+
+def llama_cpp_logits(artifact: Artifact, adapter: str | None, ids: list[int]) -> np.ndarray | None:
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        model, lora = _runnable(artifact, adapter, Path(tmp))
+        llm = llama_cpp.Llama(model_path=str(model), lora_path=str(lora) if lora else None, logits_all=True,
+                              n_ctx=max(64, len(ids) + 8), n_threads=2, verbose=False)
+        llm.eval(ids)
+        out = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        llm.close()
+        return out
+
+
+def _runnable(artifact: Artifact, adapter: str | None, tmp: Path) -> tuple[Path, Path | None]:
+    if artifact.kind == "merged":
+        return artifact.path, None
+    if artifact.kind == "separate":
+        return artifact.path / "base.gguf", (artifact.path / "adapters" / f"{adapter}.gguf") if adapter else None
+    from lorapack.pack.unpack import unpack  # combined: llama.cpp runs the separate layout it unpacks to
+
+    unpack(artifact.path, tmp / "sep")
+    return tmp / "sep" / "base.gguf", (tmp / "sep" / "adapters" / f"{adapter}.gguf") if adapter else None
+
+
+def end_to_end(artifact: Artifact, ref: PeftReference, config_dir: Path, tols: dict[str, Tol], seed: int
+               ) -> list[Check]:
+    if artifact.base is None:
+        return [Check("end-to-end", "end-to-end", "no base in the artifact", "base.gguf", False)]
+    vocab = artifact.base.fields["tokenizer.ggml.tokens"].count
+    ids = prompt(vocab, seed)
+    worst = max((t.qtype.name for t in artifact.base_tensors()), key=lambda q: for_type(tols, q).rtol)
+    tol = Tol(max(1e-4, 20 * for_type(tols, worst).rtol))  # logits gather the rounding of every layer
+    checks = []
+    variants = [None, *artifact.adapters] if artifact.kind != "merged" else ["(merged)"]
+    for adapter in variants:
+        want = _reference(ref, artifact, adapter, ids)
+        label = adapter or "base"
+        runs = {"pytorch": lambda a=adapter: rebuild_logits(artifact, config_dir, None if a == "(merged)" else a, ids),
+                "llama.cpp": lambda a=adapter: llama_cpp_logits(artifact, None if a == "(merged)" else a, ids)}
+        for runtime, run in runs.items():
+            got = run()
+            if got is None:
+                continue
+            rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+            agree = float(np.mean(got.argmax(-1) == want.argmax(-1)))
+            checks.append(Check(f"{runtime} logits, {label}", "end-to-end", rel, str(tol), tol.ok(rel, rel)))
+            checks.append(Check(f"{runtime} top-1 agreement, {label}", "end-to-end", agree, f">={TOP1}",
+                                agree >= TOP1))
+    return checks
+
+
+def _reference(ref: PeftReference, artifact: Artifact, adapter: str | None, ids: list[int]) -> np.ndarray:
+    if adapter != "(merged)":
+        return ref.logits(ids, adapter)
+    return ref.logits_combined(ids, artifact.merged_scales)
