@@ -191,3 +191,23 @@ def validate(artifact, base, adapters, probes, seed, tolerances, report, junit, 
     if junit:
         write_junit(junit, result.checks, seconds)
     sys.exit(0 if result.ok else 1)
+
+
+@main.command()
+@click.argument("base", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("adapters", nargs=-1, required=True)
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Folder for the three layouts, compare.json and compare.png.")
+@click.option("--outtype", default="f16", show_default=True, help="Base weights type for every layout.")
+@click.option("--no-runtime", is_flag=True, help="Skip the llama.cpp measurements (no llama-cpp-python needed).")
+def compare(base, adapters, out, outtype, no_runtime):
+    """Separate files, one combined file, or merged? Build all three layouts of BASE + ADAPTERs into OUT and
+    report them side by side: files and bytes, build time, validation error, and through llama.cpp load time,
+    prompt and decode tokens/s, adapter switching cost and runtime-vs-merged logit agreement."""
+    from lorapack.convert.peft import parse_adapter_arg
+    from lorapack.validate.compare import compare as run_compare
+    from lorapack.validate.compare import table
+
+    report = run_compare(base, [parse_adapter_arg(a) for a in adapters], out, outtype, not no_runtime)
+    click.echo(table(report))
+    click.echo(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")

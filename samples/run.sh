@@ -17,9 +17,16 @@ build_all() {  # NAME BASE ADAPTER...
   $L build "$base" "$@" -o "$REPORT/$name.merged.gguf" --layout merged --quiet
   $L unpack "$REPORT/$name.combined.gguf" -o "$REPORT/$name.unpacked" --quiet
   if diff -r "$REPORT/$name.separate" "$REPORT/$name.unpacked" >/dev/null; then same=yes; else same=NO; fi
-  printf '%-12s combined %8s  separate %8s  merged %8s  unpack==separate: %s\n' "$name" \
+  local verdicts=""
+  for art in "$name.combined.gguf" "$name.separate" "$name.merged.gguf"; do
+    local v
+    v=$($L validate "$REPORT/$art" --base "$base" "$@" --quiet || true)  # a FAIL is shown, not fatal
+    v=${v%%$'\n'*}
+    verdicts+="${v%% (*} "
+  done
+  printf '%-12s combined %6s  separate %6s  merged %6s  unpack==separate: %-3s  validate: %s\n' "$name" \
     "$(du -h "$REPORT/$name.combined.gguf" | cut -f1)" "$(du -sh "$REPORT/$name.separate" | cut -f1)" \
-    "$(du -h "$REPORT/$name.merged.gguf" | cut -f1)" "$same"
+    "$(du -h "$REPORT/$name.merged.gguf" | cut -f1)" "$same" "$verdicts"
 }
 echo "== lorapack sample report (outputs in $REPORT)"
 build_all llama $OUT/llama/base $OUT/llama/adapters/{plain,rslora,patterns,embed}
@@ -29,6 +36,9 @@ build_all qwen2 $OUT/qwen2/base $OUT/qwen2/adapters/{plain,alpha_pattern}
 build_all gemma3-270m $OUT/gemma3-270m/base tuned=$OUT/gemma3-270m/adapters/tuned
 echo
 $L inspect "$REPORT/gemma3-270m.separate"
+echo
+echo "== which layout? lorapack compare on Gemma 3 270M (llama.cpp running each layout)"
+$L compare $OUT/gemma3-270m/base tuned=$OUT/gemma3-270m/adapters/tuned -o "$REPORT/compare"
 echo
 echo "greedy output of the trained Gemma 3 270M adapter (before → after):"
 .venv/bin/python -c "

@@ -270,8 +270,13 @@ class Validator:
 
     # --- merged --------------------------------------------------------------------------------------------------
 
+    @property
+    def merged_names(self) -> list[str]:
+        """Adapters baked into this merged file (of those the reference holds)."""
+        return [n for n in self.ref.names if n in self.art.merged_scales and n in self.adapter_dirs]
+
     def merged_modules(self) -> set[str]:
-        return {m for n in self.ref.names for m in self.ref.layers.get(n, {})}
+        return {m for n in self.merged_names for m in self.ref.layers.get(n, {})}
 
     def merged(self) -> None:
         """W'·x against W·x + Σ s·ΔW·x, and the adapters' part W'·x − W·x on its own."""
@@ -291,14 +296,13 @@ class Validator:
         w_art = dequantize(self.art.base, t)
         if (heads := permuted_heads(self.arch, module, self.config)) is not None:
             w_art = undo_rope_permutation(w_art, heads)
-        first = next(n for n in self.ref.names if module in self.ref.layers[n])
-        x = self.inputs(first, module)
+        names = [n for n in self.merged_names if module in self.ref.layers[n]]
+        x = self.inputs(names[0], module)
         if x.dtype.kind == "i":
             y_art, y_src = w_art[x], w_src[: w_art.shape[0]][x]
         else:
             y_art, y_src = x @ w_art.T, x @ w_src.T
-        delta = sum(self.art.merged_scales.get(n, 1.0) * self.ref.contribution(n, module, x)
-                    for n in self.ref.names if module in self.ref.layers[n])
+        delta = sum(self.art.merged_scales[n] * self.ref.contribution(n, module, x) for n in names)
         tol = for_type(self.tols, t.qtype.name)
         rel, max_abs = rel_error(y_art, y_src + delta)
         self.add(f"{t.name}", "merged", rel, tol, tol.ok(rel, max_abs))

@@ -47,17 +47,23 @@ def validate(req: Request) -> Result:
     for _, p in req.adapters:
         if not (p / "adapter_config.json").is_file():
             raise LorapackError(f"reference adapter {p} has no adapter_config.json")
-    try:
-        artifact = open_artifact(req.artifact)
-    except CorruptGGUF as e:  # an unreadable artifact is a mismatch, not a usage error
-        return Result([Check(f"artifact {req.artifact}", "structure", str(e), "readable", False)])
     source = Source(req.base)
     ref = PeftReference(req.base, dict(req.adapters))
     t1 = time.perf_counter()
+    checks = check_artifact(req, source, ref, tols)
+    t2 = time.perf_counter()
+    return Result(checks, {"load_s": round(t1 - t0, 3), "checks_s": round(t2 - t1, 3)})
+
+
+def check_artifact(req: Request, source: Source, ref: PeftReference, tols) -> list[Check]:
+    """The checks for one artifact with references already loaded (compare validates several against one)."""
+    try:
+        artifact = open_artifact(req.artifact)
+    except CorruptGGUF as e:  # an unreadable artifact is a mismatch, not a usage error
+        return [Check(f"artifact {req.artifact}", "structure", str(e), "readable", False)]
     checks = Validator(artifact, source, ref, dict(req.adapters), tols, req.probes, req.seed).run()
     if req.end_to_end:
         from .end_to_end import end_to_end
 
         checks += end_to_end(artifact, ref, req.base, tols, req.seed)
-    t2 = time.perf_counter()
-    return Result(checks, {"load_s": round(t1 - t0, 3), "checks_s": round(t2 - t1, 3)})
+    return checks
