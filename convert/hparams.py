@@ -48,10 +48,11 @@ def flatten(config: dict[str, Any], defaults: dict[str, Any]) -> HParams:
     for key, value in defaults.items():
         if hp.get(key) is None and key != "rope_theta":
             hp[key] = value(hp) if callable(value) else value
-    has_rope = hp.get("rope_parameters") or hp.get("rope_scaling") or "rope_theta" in hp
-    if not has_rope and "rope_theta" in defaults:
+    # as transformers: a legacy rope_scaling replaces rope_parameters; rope_theta then comes from the top level
+    # or the class default
+    h = HParams(hp, dict(hp.get("rope_scaling") or hp.get("rope_parameters") or {}), 0)
+    if "rope_theta" in defaults and "rope_theta" not in hp and not hp.get("rope_parameters"):
         hp["rope_theta"] = defaults["rope_theta"]
-    h = HParams(hp, dict(hp.get("rope_parameters", hp.get("rope_scaling")) or {}), 0)
     h.block_count = h.find(["n_layers", "num_hidden_layers", "n_layer", "num_layers"])
     _mirror_rope(h)
     return h
