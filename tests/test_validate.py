@@ -203,3 +203,12 @@ def test_report_is_stable_and_junit_written(good, samples, tmp_path):
     assert {"name", "kind", "value", "tolerance", "verdict"} <= set(reports[0]["checks"][0])
     junit = (tmp_path / "j.xml").read_text()
     assert "<testsuite" in junit and 'failures="0"' in junit
+
+
+def test_modules_to_save_weights_are_checked(samples, tmp_path):
+    base, ad = samples / LLAMA / "base", samples / LLAMA / "adapters" / "save_head"
+    lorapack("build", base, ad, "-o", tmp_path / "m.gguf", "--layout", "merged")
+    validate(tmp_path / "m.gguf", samples, LLAMA, ("save_head",), check=0)
+    lorapack("build", base, ad, "-o", tmp_path / "c.gguf")
+    patch_tensor(tmp_path / "c.gguf", "adapter.save_head.output.weight", lambda d: d[::-1].copy())
+    expect_named(validate(tmp_path / "c.gguf", samples, LLAMA, ("save_head",)), "adapter.save_head.output.weight")

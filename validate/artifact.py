@@ -45,6 +45,13 @@ class AdapterView:
     def keys(self) -> list[str]:
         return [k[len(self.key_prefix):] for k in self.file.fields if k.startswith(self.key_prefix)]
 
+    def full_tensors(self) -> list[TensorInfo]:
+        """Whole replacement weights (modules_to_save) stored under the adapter's namespace."""
+        if not self.tensor_prefix:
+            return []
+        return [t for t in self.file.tensors if t.name.startswith(self.tensor_prefix)
+                and not t.name.endswith((".lora_a", ".lora_b", ".dora_m"))]
+
     def pairs(self) -> dict[str, dict[str, TensorInfo]]:
         """GGUF base tensor name → {'lora_a': info, 'lora_b': info, …} (whatever parts are present)."""
         out: dict[str, dict[str, TensorInfo]] = {}

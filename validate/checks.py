@@ -150,6 +150,10 @@ class Validator:
             if src_name is None:
                 self.add(t.name, "base", "no source tensor", "present", False)
                 continue
+            saved = [self.ref.saved[n] for n in self.merged_names if f"{module}.{suffix}" in self.ref.saved[n]]
+            if saved:  # modules_to_save: the merged file carries the adapter's full weight
+                self.compare_full(self.art.base, t, module, saved[-1][f"{module}.{suffix}"], "merged")
+                continue
             self.compare_base(t, module, src_name)
         for name in self.src.names():
             if name not in covered and not name.endswith("rotary_emb.inv_freq"):
@@ -162,6 +166,18 @@ class Validator:
         if name == "lm_head.weight" and self.src.has("model.embed_tokens.weight"):
             return "model.embed_tokens.weight"  # tied
         return None
+
+    def compare_full(self, f, t, module: str, want: np.ndarray, kind: str) -> None:
+        """A stored full weight against PEFT's (modules_to_save), transforms undone."""
+        got = dequantize(f, t)
+        if (heads := permuted_heads(self.arch, module, self.config)) is not None:
+            got = undo_rope_permutation(got, heads)
+        tol = for_type(self.tols, t.qtype.name)
+        if got.shape[1:] != want.shape[1:]:
+            self.add(t.name, kind, f"shape {list(got.shape)}", f"{list(want.shape)}", False)
+            return
+        rel, max_abs = rel_error(got, want[: got.shape[0]] + np.float32(norm_offset(self.arch, module)))
+        self.add(t.name, kind, rel, tol, tol.ok(rel, max_abs))
 
     def compare_base(self, t, module: str, src_name: str) -> None:
         tol = for_type(self.tols, t.qtype.name)
@@ -202,6 +218,7 @@ class Validator:
             stem = by_module[module][0]
             self.add(f"{name}: {stem}.lora_a", "structure", "not adapted in PEFT", "absent", False)
         self.alpha(name, view, layers)
+        self.saved_weights(name, view)
         for module in sorted(set(layers) & set(by_module)):
             stem, parts = by_module[module]
             if "lora_a" not in parts or "lora_b" not in parts:
@@ -209,6 +226,20 @@ class Validator:
                 self.add(f"{name}: {stem}.{missing}", "structure", "missing (incomplete pair)", "present", False)
                 continue
             self.contribution(name, view, module, stem, parts)
+
+    def saved_weights(self, name: str, view: AdapterView) -> None:
+        """modules_to_save weights carried by a combined file, against PEFT's."""
+        saved = dict(self.ref.saved.get(name, {}))
+        for t in view.full_tensors():
+            mapped = hf_module(self.arch, t.name[len(view.tensor_prefix):])
+            want = saved.pop(f"{mapped[0]}.{mapped[1]}", None) if mapped else None
+            if want is None:
+                self.add(f"{name}: {t.name}", "structure", "full weight PEFT does not replace", "absent", False)
+            else:
+                self.compare_full(view.file, t, mapped[0], want, "adapter")
+        for weight in sorted(saved):
+            self.add(f"{name}: {weight}", "structure", "modules_to_save weight missing from the artifact",
+                     "present", False)
 
     def alpha(self, name: str, view: AdapterView, layers: dict) -> None:
         """adapter.lora.alpha must make llama.cpp's alpha/rank reproduce PEFT's scaling (or be the config's

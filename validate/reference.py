@@ -60,7 +60,7 @@ class PeftReference:
             raise LorapackError(f"cannot load the reference base {base} with transformers ({e})") from None
         self.names = list(adapters)
         if not adapters:
-            self.model, self.layers = model.eval(), {}
+            self.model, self.layers, self.saved = model.eval(), {}, {}
             return
         first, *rest = self.names
         try:
@@ -70,6 +70,7 @@ class PeftReference:
         except Exception as e:
             raise LorapackError(f"cannot load the reference adapters with PEFT ({e})") from None
         self.layers = self._lora_layers()
+        self.saved = self._modules_to_save()
 
     def _lora_layers(self) -> dict[str, dict[str, object]]:
         """adapter name → {HF module name → LoraLayer holding that adapter}."""
@@ -81,6 +82,18 @@ class PeftReference:
                 for n in self.names:
                     if n in module.lora_A or n in module.lora_embedding_A:
                         out[n][name] = module
+        return out
+
+    def _modules_to_save(self) -> dict[str, dict[str, np.ndarray]]:
+        """adapter name → {HF weight name → the full weight PEFT uses instead of the base one}."""
+        from peft.utils import ModulesToSaveWrapper
+
+        out: dict[str, dict[str, np.ndarray]] = {n: {} for n in self.names}
+        for name, module in self.model.base_model.model.named_modules():
+            if isinstance(module, ModulesToSaveWrapper):
+                for n in self.names:
+                    if n in module.modules_to_save:
+                        out[n][f"{name}.weight"] = module.modules_to_save[n].weight.detach().float().numpy()
         return out
 
     def contribution(self, adapter: str, module: str, x: np.ndarray) -> np.ndarray:
