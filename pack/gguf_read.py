@@ -24,6 +24,9 @@ _NP = {VT.UINT8: "u1", VT.INT8: "i1", VT.UINT16: "<u2", VT.INT16: "<i2", VT.UINT
        VT.FLOAT32: "<f4", VT.BOOL: "?", VT.UINT64: "<u8", VT.INT64: "<i8", VT.FLOAT64: "<f8"}
 
 
+_U64 = struct.Struct("<Q")
+
+
 class CorruptGGUF(LorapackError):
     pass
 
@@ -100,10 +103,11 @@ class _Cursor:
         if vtype == VT.ARRAY:
             sub, count = self.unpack("<IQ")
             sub = _vt(sub)
-            if sub == VT.STRING:
+            if sub == VT.STRING:  # hundreds of thousands of tokens: a tight loop, no copies
+                pos, data, u64 = self.pos, self.data, _U64.unpack_from
                 for _ in range(count):
-                    (n,) = self.unpack("<Q")
-                    self.pos += n
+                    pos += 8 + u64(data, pos)[0]
+                self.pos = pos
                 if self.pos > len(self.data):
                     raise CorruptGGUF("file ends inside its header (truncated?)")
             elif sub == VT.ARRAY:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +12,24 @@ from lorapack.errors import LorapackError
 
 
 class Source:
-    """Base checkpoint tensors through the safetensors library (numpy, float32)."""
+    """Base checkpoint tensors, read from the safetensors files with positioned reads (no memory map: pages of
+    a map would stay resident and count against the validator's memory)."""
+
+    _NP = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "I64": "<i8", "I32": "<i4", "U8": "u1",
+           "I8": "i1", "BOOL": "?"}
 
     def __init__(self, base: Path):
-        from safetensors import safe_open
-
         self.config = _json(base / "config.json")
         files = sorted(base.glob("model*.safetensors"))
         if not files:
             raise LorapackError(f"reference base {base} has no model*.safetensors")
-        self._handles = [safe_open(str(p), framework="pt") for p in files]
-        self._where = {k: h for h in self._handles for k in h.keys()}
+        self._where: dict[str, tuple[Path, dict, int]] = {}
+        for path in files:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n))
+            header.pop("__metadata__", None)
+            self._where.update({k: (path, v, 8 + n) for k, v in header.items()})
 
     def names(self) -> list[str]:
         return list(self._where)
@@ -30,15 +38,32 @@ class Source:
         return name in self._where
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._where[name].get_slice(name).get_shape())
+        return tuple(self._where[name][1]["shape"])
+
+    def dtype(self, name: str) -> str:
+        return self._where[name][1]["dtype"]
+
+    def raw(self, name: str, rows: slice | None = None) -> bytes:
+        path, info, base = self._where[name]
+        start, end = info["data_offsets"]
+        shape = info["shape"]
+        if rows is not None and shape:
+            row = (end - start) // shape[0]
+            first, stop, _ = rows.indices(shape[0])
+            start, end = start + first * row, start + stop * row
+        with open(path, "rb") as f:
+            return os.pread(f.fileno(), end - start, base + start)
 
     def get(self, name: str, rows: slice | None = None) -> np.ndarray:
-        """float32 values (the 'pt' framework reads BF16, which numpy cannot hold)."""
-        import torch
-
-        handle = self._where[name]
-        t = handle.get_slice(name)[rows] if rows is not None else handle.get_tensor(name)
-        return t.to(torch.float32).numpy()
+        """float32 values in numpy order (rows: only those rows)."""
+        info = self._where[name][1]
+        shape = list(info["shape"])
+        if rows is not None and shape:
+            shape[0] = len(range(*rows.indices(shape[0])))
+        v = np.frombuffer(self.raw(name, rows), dtype=self._NP[info["dtype"]]).reshape(shape)
+        if info["dtype"] == "BF16":
+            return (v.astype(np.uint32) << 16).view(np.float32)
+        return v.astype(np.float32)
 
 
 class PeftReference:
@@ -84,6 +109,12 @@ class PeftReference:
                         out[n][name] = module
         return out
 
+    def _activate(self, adapter) -> None:
+        """set_adapter walks the whole model: only call it when the active adapter changes."""
+        if getattr(self, "_active", None) != adapter:
+            self.model.base_model.set_adapter(adapter)
+            self._active = adapter
+
     def _modules_to_save(self) -> dict[str, dict[str, np.ndarray]]:
         """adapter name → {HF weight name → the full weight PEFT uses instead of the base one}."""
         from peft.utils import ModulesToSaveWrapper
@@ -102,7 +133,7 @@ class PeftReference:
         import torch
 
         layer = self.layers[adapter][module]
-        self.model.base_model.set_adapter(adapter)
+        self._activate(adapter)
         inp = torch.from_numpy(x)
         with float32(layer):
             return (layer(inp) - layer.base_layer(inp)).float().numpy()
@@ -115,7 +146,7 @@ class PeftReference:
         inp = torch.tensor([ids])
         off = adapter is None and hasattr(self.model, "disable_adapter")
         if adapter is not None and adapter is not _ACTIVE:
-            self.model.base_model.set_adapter(adapter)
+            self._activate(adapter)
         with float32(self.model), (self.model.disable_adapter() if off else contextlib.nullcontext()):
             return self.model(inp).logits[0].float().numpy()
 
@@ -124,6 +155,7 @@ class PeftReference:
         """Every adapter active at once, each at its scale: what a merged model should compute."""
         layers = [(layer, n) for n in scales for layer in self.layers.get(n, {}).values()]
         self.model.base_model.set_adapter(list(scales))
+        self._active = None
         for layer, n in layers:
             layer.set_scale(n, scales[n])
         try:
