@@ -59,10 +59,6 @@ class Adapter:
     file_hashes: dict[str, str] = field(default_factory=dict)
 
     @property
-    def has_dora(self) -> bool:
-        return any(m.magnitude is not None for m in self.modules)
-
-    @property
     def lora_alpha(self) -> float:
         return float(self.config.get("lora_alpha", 8))
 

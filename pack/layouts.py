@@ -152,19 +152,20 @@ def _deltas(model: BaseModel, adapters: list[Adapter], scales: dict[str, float])
     replaced = {}
     for a in adapters:
         s = scales.get(a.name, 1.0)
-        if a.has_dora:
-            raise LorapackError(f"adapter {a.name}: merging DoRA is not supported yet",
-                                hint="use --layout combined to carry DoRA adapters")
         for hf_name, ref in a.full_tensors.items():
             if hf_name in replaced:
                 raise LorapackError(f"two adapters replace {hf_name} (modules_to_save)")
             replaced[hf_name] = ref
         for m in a.modules:
             terms.setdefault(f"{m.module}.weight", []).append((m, s))
-    return {name: _delta_fn(t) for name, t in terms.items()}, replaced
+    for name, t in terms.items():
+        if len(t) > 1 and any(m.magnitude is not None for m, _ in t):
+            raise LorapackError(f"{name}: a DoRA adapter cannot be merged together with another adapter on it",
+                                hint="merge one of them, or use --layout combined")
+    return {name: _delta_fn(t, model.ckpt.tensors.get(name)) for name, t in terms.items()}, replaced
 
 
-def _delta_fn(terms: list[tuple[LoraModule, float]]) -> Callable[[int, int], np.ndarray]:
+def _delta_fn(terms: list[tuple[LoraModule, float]], base) -> Callable[[int, int], np.ndarray]:
     def delta(start: int, stop: int) -> np.ndarray:
         total = None
         for m, s in terms:
@@ -173,6 +174,13 @@ def _delta_fn(terms: list[tuple[LoraModule, float]]) -> Callable[[int, int], np.
             d = (b @ a[:, start:stop]).T if m.embedding else b[start:stop] @ a
             d *= np.float32(s * m.scale)
             total = d if total is None else total + d
+        m = terms[0][0]
+        if m.magnitude is not None:
+            # DoRA (PEFT's merge): W' = m/‖W + ΔW‖_row · (W + ΔW); the delta is W' − W
+            w = base.read_f32(start, stop)
+            full = w + total
+            scale = m.magnitude.read_f32().reshape(-1, 1)[start:stop] / np.linalg.norm(full, axis=1, keepdims=True)
+            return scale * full - w
         return total
 
     return delta

@@ -81,3 +81,23 @@ def _gguf_name(module: str) -> str:
     kinds = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
     return f"blk.{bid}.{kinds[kind]}.weight"
+
+
+def test_merged_dora_equals_peft_merge(samples, tmp_path):
+    """DoRA baked in: W' = m/‖W + ΔW‖·(W + ΔW), against PEFT's own merge_and_unload."""
+    import torch
+    from reference_math import peft_model
+
+    base, ad = samples / "llama" / "base", samples / "llama" / "adapters" / "dora"
+    lorapack("build", base, ad, "-o", tmp_path / "m.gguf", "--layout", "merged", "--outtype", "f32")
+    merged = {t.name: np.asarray(t.data, dtype=np.float32) for t in GGUFReader(tmp_path / "m.gguf").tensors}
+    with torch.no_grad():
+        ref = peft_model(base, ad).merge_and_unload().state_dict()
+    worst = 0.0
+    for bid in range(2):
+        for kind, hf in (("attn_q", "q_proj"), ("attn_v", "v_proj")):
+            got = merged[f"blk.{bid}.{kind}.weight"]
+            got = unpermute(got, 4) if kind == "attn_q" else got
+            worst = max(worst, rel_err(got, ref[f"model.layers.{bid}.self_attn.{hf}.weight"].numpy()))
+    print(f"merged DoRA vs PEFT merge_and_unload: worst relative error {worst:.2e} (tolerance 1e-6)")
+    assert worst <= 1e-6
