@@ -212,3 +212,56 @@ def test_modules_to_save_weights_are_checked(samples, tmp_path):
     lorapack("build", base, ad, "-o", tmp_path / "c.gguf")
     patch_tensor(tmp_path / "c.gguf", "adapter.save_head.output.weight", lambda d: d[::-1].copy())
     expect_named(validate(tmp_path / "c.gguf", samples, LLAMA, ("save_head",)), "adapter.save_head.output.weight")
+
+
+def _lora_b(path) -> dict[str, tuple]:
+    return {t.name: tuple(t.shape) for t in GGUFReader(path).tensors if t.name.endswith(".lora_b")}
+
+
+def _drop(path, stem, tmp_path):
+    from lorapack.pack.gguf_io import write_plan
+    from lorapack.pack.gguf_read import read_gguf
+    from lorapack.pack.unpack import _subplan
+
+    plan = _subplan(read_gguf(path), lambda k: True, lambda t: not t.startswith(stem + "."))
+    write_plan(tmp_path / "dropped.gguf", plan)
+    shutil.move(tmp_path / "dropped.gguf", path)
+
+
+@pytest.mark.parametrize("arch", ["phi3", "gemma3", "qwen2"])
+def test_planted_defects_every_architecture(samples, tmp_path, arch):
+    """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
+    own tensor or key, so each must be named on its own)."""
+    base, plain = samples / arch / "base", samples / arch / "adapters" / "plain"
+    ads = (f"one={plain}", f"two={plain}")
+    lorapack("build", base, *ads, "-o", tmp_path / "art", "--layout", "separate")
+    one, two = tmp_path / "art" / "adapters" / "one.gguf", tmp_path / "art" / "adapters" / "two.gguf"
+    b = sorted(_lora_b(one))
+    layer0 = [n for n in b if n.startswith("blk.0.")]
+    swap_a = layer0[0]
+    swap_b = swap_a.replace("blk.0.", "blk.1.")
+    scaled, zeroed, dropped = layer0[1], layer0[-1], b[-1].removesuffix(".lora_b")
+    patch_tensor(one, scaled, lambda d: d * np.float16(1.05))
+    patch_tensor(one, zeroed, lambda d: np.zeros_like(d))
+    r = GGUFReader(one, "r+")
+    ta, tb = (next(t for t in r.tensors if t.name == n) for n in (swap_a, swap_b))
+    xa, xb = np.array(ta.data), np.array(tb.data)
+    ta.data[...], tb.data[...] = xb, xa
+    del r
+    _drop(one, dropped, tmp_path)
+    patch_key(two, "adapter.lora.alpha", 3.0)
+    rng = np.random.default_rng(1)
+    patch_tensor(tmp_path / "art" / "base.gguf", "token_embd.weight",
+                 lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype))
+    patch_tensor(tmp_path / "art" / "base.gguf", "blk.1.ffn_down.weight", lambda d: d * np.float16(1.05))
+    patch_key(tmp_path / "art" / "base.gguf", f"{arch}.block_count", 7)
+    proc = lorapack("validate", tmp_path / "art", "--base", base, *ads, "--quiet", check=False)
+    print(proc.stdout[-3000:])
+    hf_dropped = "model.layers." + dropped.split(".")[1]
+    expect_named(proc, scaled, zeroed, swap_a, swap_b, hf_dropped, "two: adapter.lora.alpha", "token_embd.weight",
+                 "blk.1.ffn_down.weight", f"{arch}.block_count")
+    # q8_0 data corrupted (an adapter from another base is caught by the fingerprint, as in the llama test)
+    lorapack("build", base, f"one={plain}", "-o", tmp_path / "q8", "--layout", "separate", "--outtype", "q8_0")
+    patch_tensor(tmp_path / "q8" / "base.gguf", "blk.0.ffn_up.weight", lambda d: d[..., ::-1].copy())
+    expect_named(lorapack("validate", tmp_path / "q8", "--base", base, f"one={plain}", "--quiet", check=False),
+                 "blk.0.ffn_up.weight")
