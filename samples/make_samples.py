@@ -9,6 +9,7 @@ The real Gemma 3 270M sample is built by samples/make_gemma.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -179,14 +180,17 @@ def qwen2(out: Path) -> None:
 
 ARCHS = {"llama": llama, "phi3": phi3, "gemma3": gemma3, "qwen2": qwen2}
 
+# a sample is rebuilt when this script changes
+STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     for arch, build in ARCHS.items():
         dest = OUT / arch
-        if (dest / "done").exists():
+        if (dest / "done").exists() and (dest / "done").read_text().strip() == STAMP:
             print(f"{arch}: up to date ({dest})")
             continue
         shutil.rmtree(dest, ignore_errors=True)
         build(dest)
-        (dest / "done").write_text("ok\n")
+        (dest / "done").write_text(STAMP + "\n")
         print(f"{arch}: built {dest}")
