@@ -7,7 +7,6 @@ read; each tensor is produced, encoded, written and released in turn, and peak m
 from __future__ import annotations
 
 import itertools
-import os
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -124,11 +123,3 @@ def _write_tensor(f: BinaryIO, t: PlannedTensor, size: int, values: np.ndarray |
 
 def total_bytes(plans: Iterable[Plan]) -> int:
     return sum(nbytes(t.shape, t.qtype) for p in plans for t in p.tensors)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
