@@ -10,12 +10,12 @@ from gguf import GGML_QUANT_VERSION, Keys
 from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import CheckpointError
+from lorapack.formats.safetensors import TensorRef
 
 from .arch import Arch, arch_for, llama_permute
 from .checkpoint import BaseCheckpoint
 from .hparams import HParams, flatten
 from .plan import Plan, PlannedTensor, string, u32
-from .safetensors_io import TensorRef
 from .types import direct_encoder, file_type, stored_type
 from .vocab import load_tokenizer_json, release_tokenizers
 
@@ -56,7 +56,23 @@ class BaseModel:
 
 def resolve(ckpt: BaseCheckpoint) -> BaseModel:
     arch = arch_for(ckpt.config)
-    return BaseModel(ckpt, arch, flatten(ckpt.config, arch.defaults))
+    model = BaseModel(ckpt, arch, flatten(ckpt.config, arch.defaults))
+    _check_vocab_size(model)
+    return model
+
+
+def _check_vocab_size(model: BaseModel) -> None:
+    """vocab_size sizes the token list; it cannot exceed the embedding's rows (a hostile 2^31 would otherwise
+    grow a list without bound)."""
+    shape = next((ref.shape for name, ref in model.ckpt.tensors.items()
+                  if (m := model.map_name(name)) and m[0] == "token_embd.weight"), None)
+    if shape is None or len(shape) != 2:
+        raise CheckpointError("the checkpoint has no 2-D token embedding (e.g. model.embed_tokens.weight)")
+    vocab, hidden = model.h.get("vocab_size"), model.h.get("hidden_size")
+    if vocab is not None and vocab > shape[0]:
+        raise CheckpointError(f"config.json: vocab_size {vocab} exceeds the {shape[0]} rows of the token embedding")
+    if hidden is not None and hidden != shape[1]:
+        raise CheckpointError(f"config.json: hidden_size {hidden} but the token embedding has {shape[1]} columns")
 
 
 def general_keys(model: BaseModel, kind: str) -> list:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -11,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from lorapack.errors import CheckpointError
-
-from .safetensors_io import TensorRef, read_header
+from lorapack.formats.hfconfig import check_config
+from lorapack.formats.jsonfile import read_json
+from lorapack.formats.safetensors import FLOAT_DTYPES, TensorRef, read_header
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,8 @@ def load_checkpoint(path: Path) -> BaseCheckpoint:
 def load_config(path: Path) -> dict[str, Any]:
     """config.json as written. Defaults transformers would fill in come from each architecture's table
     (see `Arch.defaults`), which keeps transformers and torch out of the conversion process."""
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path / 'config.json'} is not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path / 'config.json'} is not a JSON object")
+    config = read_json(path / "config.json", CheckpointError)
+    check_config(config, "config.json")
     return config
 
 
@@ -82,23 +78,40 @@ def index_tensors(path: Path) -> dict[str, TensorRef]:
     parts = _safetensors_parts(path)
     weight_map: dict[str, str] = {}
     if (path / INDEX_NAME).is_file():
-        try:
-            weight_map = json.loads((path / INDEX_NAME).read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise CheckpointError(f"{path / INDEX_NAME} has no usable weight_map") from None
+        weight_map = read_json(path / INDEX_NAME, CheckpointError).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{path / INDEX_NAME} has no usable weight_map")
         parts = sorted(set(weight_map.values()))
+        if bad := [p for p in parts if Path(p).name != p or not p.endswith(".safetensors")]:
+            raise CheckpointError(f"{INDEX_NAME} names a shard outside the folder or not .safetensors: "
+                                  f"{bad[0][:80]!r}")
     if not parts:
         raise CheckpointError(f"{path} has no model*.safetensors files")
     tensors: dict[str, TensorRef] = {}
     for part in parts:
         if not (path / part).is_file():
             raise CheckpointError(f"shard {part} listed in {INDEX_NAME} is missing")
-        tensors.update(read_header(path / part))
+        for name, ref in read_header(path / part).items():
+            if name in tensors:
+                raise CheckpointError(f"tensor {name} is stored twice ({tensors[name].path.name}, {part})")
+            tensors[name] = ref
     if weight_map and set(weight_map) != set(tensors):
         missing = sorted(set(weight_map) - set(tensors))[:5]
         extra = sorted(set(tensors) - set(weight_map))[:5]
         raise CheckpointError(f"{INDEX_NAME} disagrees with the shards (missing {missing}, extra {extra})")
+    _check_usable(tensors)
     return tensors
+
+
+def _check_usable(tensors: dict[str, TensorRef]) -> None:
+    """Weights must be floating point with at least one element; integer or boolean 'weights' are another
+    format (quantized checkpoints) that lorapack would otherwise convert as numbers."""
+    for name, ref in tensors.items():
+        if ref.dtype not in FLOAT_DTYPES:
+            raise CheckpointError(f"tensor {name} has dtype {ref.dtype}; lorapack converts floating-point "
+                                  "checkpoints (F32, F16, BF16)", hint="quantized checkpoints are not supported")
+        if not ref.shape or 0 in ref.shape:
+            raise CheckpointError(f"tensor {name} has shape {list(ref.shape)}: no elements to convert")
 
 
 def _safetensors_parts(path: Path) -> list[str]:

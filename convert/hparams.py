@@ -25,7 +25,7 @@ class HParams:
 
     def find(self, keys: Iterable[str], default: Any = ...) -> Any:
         for k in keys:
-            if k in self.raw:
+            if self.raw.get(k) is not None:  # null in config.json means "not set"
                 return self.raw[k]
         if default is ...:
             raise CheckpointError(f"config.json lacks all of {list(keys)}")

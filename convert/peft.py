@@ -7,24 +7,19 @@ Features are judged by their effect on the weights, not by a key being present i
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lorapack.errors import AdapterError
+from lorapack.errors import AdapterError, LorapackError
+from lorapack.formats.jsonfile import read_json
+from lorapack.formats.peft_config import check_adapter_config, lora_alpha, module_alpha, module_rank, split_key
+from lorapack.formats.safetensors import FLOAT_DTYPES, TensorRef, read_header, to_f32
 
 from .base import BaseModel
-from .safetensors_io import TensorRef, read_header, to_f32
-
-PREFIX = "base_model.model."
-_PART = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|"
-                   r"lora_embedding_B|lora_magnitude_vector(?:\.weight)?|modules_to_save\.weight|weight|bias)$")
-NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
 
 @dataclass
@@ -60,7 +55,7 @@ class Adapter:
 
     @property
     def lora_alpha(self) -> float:
-        return float(self.config.get("lora_alpha", 8))
+        return lora_alpha(self.config)
 
     @property
     def targets(self) -> list[str]:
@@ -85,18 +80,6 @@ class Adapter:
 def _work(ref: TensorRef) -> np.ndarray:
     raw = ref.read_raw()
     return raw if ref.dtype == "F16" else to_f32(raw, ref.dtype)
-
-
-def parse_adapter_arg(text: str) -> tuple[str, Path]:
-    """`NAME=PATH` when the text before the first '=' is a valid name; otherwise NAME is the folder's name."""
-    head, sep, rest = text.partition("=")
-    if sep and NAME_RX.fullmatch(head):
-        return head, Path(rest)
-    path = Path(text)
-    name = path.resolve().name
-    if not NAME_RX.fullmatch(name):
-        name = re.sub(r"[^A-Za-z0-9_-]", "_", name).lstrip("_-")[:32] or "adapter"
-    return name, path
 
 
 def load_adapter(name: str, path: Path, model: BaseModel) -> Adapter:
@@ -124,16 +107,17 @@ def _read_files(path: Path) -> tuple[dict, dict[str, TensorRef], dict[str, str]]
                 f"{path} holds adapter_model.bin, a pickle; lorapack never unpickles files (they can run code)",
                 hint="re-save it as safetensors: model.save_pretrained(dir, safe_serialization=True)")
         raise AdapterError(f"{path} has no adapter_model.safetensors")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"{cfg_path} is not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{cfg_path} is not a JSON object")
+    config = read_json(cfg_path, AdapterError)
+    if problems := check_adapter_config(config):
+        raise AdapterError(*(f"{cfg_path}: {p}" for p in problems))
     try:
         tensors = read_header(st_path)
-    except Exception as e:
+    except LorapackError as e:
         raise AdapterError(f"adapter file {st_path}: {e}") from None
+    for key, ref in tensors.items():
+        if ref.dtype not in FLOAT_DTYPES or not ref.shape or 0 in ref.shape:
+            raise AdapterError(f"{st_path}: tensor {key} ({ref.dtype}, shape {list(ref.shape)}) is not a "
+                               "non-empty floating-point tensor")
     return config, tensors, {p.name: _sha256(p) for p in (cfg_path, st_path)}
 
 
@@ -171,12 +155,10 @@ def _modules(config: dict, tensors: dict[str, TensorRef], model: BaseModel):
     parts: dict[str, dict[str, TensorRef]] = {}
     problems = []
     for key, ref in tensors.items():
-        name = key[len(PREFIX):] if key.startswith(PREFIX) else key
-        m = _PART.match(name)
-        if not m:
+        if (split := split_key(key)) is None:
             problems.append(f"unexpected tensor {key}")
             continue
-        parts.setdefault(m["module"], {})[m["kind"].split(".")[0]] = ref
+        parts.setdefault(split[0], {})[split[1]] = ref
     modules, full = [], {}
     for module, kinds in parts.items():
         if "modules_to_save" in kinds or ("weight" in kinds and "lora_A" not in kinds):
@@ -231,6 +213,9 @@ def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: 
     if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] != b.shape[1]:
         raise AdapterError(f"{module}: lora_A {list(a.shape)} and lora_B {list(b.shape)} do not pair")
     rank = a.shape[0]
+    if (want_rank := module_rank(config, module)) != rank:
+        raise AdapterError(f"{module}: adapter_config.json gives rank {want_rank} (r / rank_pattern) but lora_A "
+                           f"has rank {rank}")
     want = (base.shape[1], base.shape[0]) if emb else base.shape  # embedding delta is (B·A)ᵀ
     if (b.shape[0], a.shape[1]) != tuple(want):
         raise AdapterError(f"{module}: B·A is {[b.shape[0], a.shape[1]]} but the base weight is {list(base.shape)}"
@@ -238,18 +223,10 @@ def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: 
     for ref, label in ((a, "lora_A"), (b, "lora_B")):
         if not np.all(np.isfinite(_work(ref))):
             raise AdapterError(f"{module}: {label} has non-finite values")
-    alpha = float(_pattern(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8)))
+    alpha = module_alpha(config, module)
     scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
     magnitude = kinds.get("lora_magnitude_vector") if config.get("use_dora") else None
     if config.get("use_dora") and magnitude is None:
         raise AdapterError(f"{module}: use_dora is set but the magnitude vector is missing")
     return LoraModule(module, mapped[0], a, b, rank, alpha, scale, emb, model.qk_heads(f"{module}.weight"),
                       magnitude)
-
-
-def _pattern(patterns: dict, module: str, default):
-    """PEFT's rule: the first pattern key that matches the end of the module name (after a dot)."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default

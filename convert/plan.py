@@ -57,6 +57,9 @@ class PlannedTensor:
     # optional: the same values as row blocks, for tensors too large to hold twice (embeddings)
     chunks: Callable[[], Iterator[np.ndarray]] | None = None
     encoded: bool = False  # produce() already returns the stored bytes (copied from another GGUF)
+    # the writer checks that what it stores is finite (a value that overflows the type becomes inf); off only
+    # for bytes copied verbatim from another GGUF
+    check_finite: bool = True
 
 
 @dataclass

@@ -59,7 +59,8 @@ def encode(values: np.ndarray, qtype: QT) -> np.ndarray:
     if qtype == QT.F32:
         return np.ascontiguousarray(values, dtype=np.float32)
     if qtype == QT.F16:
-        return np.ascontiguousarray(values, dtype=np.float16)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by the writer, by name
+            return np.ascontiguousarray(values, dtype=np.float16)
     return quants.quantize(np.ascontiguousarray(values), qtype)
 
 

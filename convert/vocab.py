@@ -20,6 +20,7 @@ from gguf import GGUFValueType as VT
 from gguf import Keys
 
 from lorapack.errors import CheckpointError
+from lorapack.formats.jsonfile import is_int, read_json
 
 from .plan import KV, array, string
 
@@ -48,9 +49,16 @@ def vocab_keys(model: str, pre: str, tokens: list[bytes | str], toktypes: list[i
 
 def special_keys(folder: Path, n_vocab: int | None = None, load_merges: bool = False) -> list[KV]:
     """Special token ids, add_*_token flags, merges and chat template, via gguf-py's SpecialVocab."""
-    special = gguf.SpecialVocab(folder, load_merges=load_merges, n_vocab=n_vocab)
-    recorder = gguf.GGUFWriter(path=None, arch="recorder")
-    special.add_to_gguf(recorder, quiet=True)
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "config.json", "generation_config.json"):
+        if (folder / name).exists():
+            read_json(folder / name, CheckpointError)  # bounded and well-formed before gguf-py parses it
+    try:
+        special = gguf.SpecialVocab(folder, load_merges=load_merges, n_vocab=n_vocab)
+        recorder = gguf.GGUFWriter(path=None, arch="recorder")
+        special.add_to_gguf(recorder, quiet=True)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:  # gguf-py trusts the files' types
+        raise CheckpointError(f"tokenizer files in {folder.name} have unexpected contents ({type(e).__name__}: "
+                              f"{e})") from None
     out = []
     for key, v in recorder.kv_data[0].items():
         sub = v.sub_type
@@ -86,11 +94,10 @@ def spm_tokens(folder: Path, vocab_size: int | None, normalize: bool = True
     scores, types = [-10000.0] * n, [int(TokType.UNUSED)] * n
     for i in range(min(sp.vocab_size(), n)):
         tokens[i], scores[i], types[i] = sp.IdToPiece(i).encode(), sp.GetScore(i), _spm_type(sp, i)
-    for key, i in _json(folder / "added_tokens.json").items():
+    for key, i in added_tokens(folder).items():
         if i < n:
             tokens[i], scores[i], types[i] = key.encode(), -1000.0, int(TokType.USER_DEFINED)
-    for i_str, data in _json(folder / "tokenizer_config.json").get("added_tokens_decoder", {}).items():
-        i = int(i_str)
+    for i, data in added_tokens_decoder(folder).items():
         if i < n:
             overlay_added(tokens, scores, types, i, data, normalize)
     return tokens, scores, types
@@ -206,9 +213,25 @@ def _added_token(tok: Any, info: Any, text: str) -> tuple[str, TokType]:
 
 
 def _json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path.name} is not valid JSON ({e})") from None
+    return read_json(path, CheckpointError) if path.exists() else {}
+
+
+def added_tokens(folder: Path) -> dict[str, int]:
+    """added_tokens.json: token text → non-negative id."""
+    table = _json(folder / "added_tokens.json")
+    if not all(isinstance(k, str) and is_int(v) and v >= 0 for k, v in table.items()):
+        raise CheckpointError("added_tokens.json must map token texts to non-negative integer ids")
+    return table
+
+
+def added_tokens_decoder(folder: Path) -> dict[int, dict]:
+    """tokenizer_config.json's added_tokens_decoder: id → {content: str, special: bool, …}."""
+    table = _json(folder / "tokenizer_config.json").get("added_tokens_decoder") or {}
+    out = {}
+    for key, data in table.items() if isinstance(table, dict) else [(None, None)]:
+        if not (isinstance(key, str) and key.isdigit() and isinstance(data, dict)
+                and isinstance(data.get("content"), str)):
+            raise CheckpointError("tokenizer_config.json: added_tokens_decoder must map ids to "
+                                  '{"content": "...", ...} entries')
+        out[int(key)] = data
+    return out

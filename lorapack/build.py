@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from lorapack.convert.base import resolve
 from lorapack.convert.checkpoint import load_checkpoint
-from lorapack.convert.peft import load_adapter, parse_adapter_arg
+from lorapack.convert.peft import load_adapter
 from lorapack.convert.types import ADAPTER_OUTTYPES, parse_outtype
 from lorapack.errors import LorapackError
+from lorapack.names import parse_adapter_arg
+from lorapack.outputs import check_output, staged
 from lorapack.pack.gguf_io import total_bytes, write_plan
-from lorapack.pack.layouts import combined_plan, merged_plan, write_separate
-from lorapack.pack.staging import check_output, staged
+from lorapack.pack.layouts import adapters_only_plans, combined_plan, merged_plan, write_separate
 
 
 @dataclass
@@ -47,7 +50,18 @@ def check_request(req: BuildRequest) -> list[tuple[str, Path]]:
         problems.append("--adapters-only needs at least one adapter")
     if problems:
         raise LorapackError(*problems, hint="see lorapack build --help")
-    check_output(req.out, req.force)
+    inputs = (req.base, *(p for _, p in named))
+    if req.adapters_only:  # DIR is the user's folder: only DIR/adapters/NAME.gguf are written, file by file
+        if req.out.exists() and not req.out.is_dir():
+            raise LorapackError(f"{req.out} is not a folder", hint="--adapters-only -o names the folder holding "
+                                                                   "adapters/")
+        if not Path(os.path.abspath(req.out)).parent.is_dir():
+            raise LorapackError(f"output folder {req.out.parent} does not exist")
+        for name, _ in named:
+            if (req.out / "adapters").is_dir():
+                check_output(req.out / "adapters" / f"{name}.gguf", req.force, "file", inputs)
+    else:
+        check_output(req.out, req.force, "dir" if req.layout == "separate" else "file", inputs)
     return named
 
 
@@ -65,16 +79,18 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
             problems += e.problems
     if problems:
         raise LorapackError(*problems, hint="nothing was written")
+    if req.adapters_only:
+        return _write_adapters_only(req, model, adapters, adapter_outtype, progress)
     if req.layout == "separate":
-        with staged(req.out, req.force) as tmp:
+        with staged(req.out, req.force, "dir", (req.base, *(a.path for a in adapters))) as tmp:
             bar = progress(0)
-            written = write_separate(tmp, model, adapters, outtype, adapter_outtype, req.adapters_only, bar)
+            written = write_separate(tmp, model, adapters, outtype, adapter_outtype, bar)
             bar.close()
         return [f"wrote {req.out}/ (separate layout)", "run it with:"] + [
             "  " + line.replace(str(tmp), str(req.out)) for line in written.notes]
     plan = (combined_plan(model, adapters, outtype, adapter_outtype) if req.layout == "combined"
             else merged_plan(model, adapters, req.scales, outtype))
-    with staged(req.out, req.force) as tmp:
+    with staged(req.out, req.force, "file", (req.base, *(a.path for a in adapters))) as tmp:
         bar = progress(total_bytes([plan]))
         write_plan(tmp, plan, bar)
         bar.close()
@@ -83,3 +99,17 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
         notes += ["llama.cpp loads models without extra tensors; to run it, unpack it first:",
                   f"  lorapack unpack {req.out} -o {req.out.with_suffix('')}-separate"]
     return notes
+
+
+def _write_adapters_only(req: BuildRequest, model, adapters, adapter_outtype, progress) -> list[str]:
+    """Each DIR/adapters/NAME.gguf is staged on its own and placed only when all of them are complete."""
+    plans = adapters_only_plans(model, adapters, adapter_outtype)
+    (req.out / "adapters").mkdir(parents=True, exist_ok=True)
+    bar = progress(total_bytes(plans.values()))
+    with contextlib.ExitStack() as stack:
+        for name, plan in plans.items():
+            tmp = stack.enter_context(staged(req.out / "adapters" / f"{name}.gguf", req.force))
+            write_plan(tmp, plan, bar)
+    bar.close()
+    return [f"wrote {len(plans)} adapter file(s) in {req.out / 'adapters'}/"] + [
+        f"  llama-server -m BASE.gguf --lora {req.out / 'adapters' / name}.gguf" for name in plans]

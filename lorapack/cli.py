@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 import click
 
-from lorapack.errors import LorapackError
+from lorapack.errors import LorapackError, clean
 
 LAYOUTS = ("combined", "separate", "merged")
+SCALE_LIMIT = 1e4  # a merge weight beyond this is a typo, and its float32 products overflow
 
 
 class Progress:
@@ -34,29 +38,75 @@ class Progress:
             self.bar.close()
 
 
-def fail(e: LorapackError) -> None:
-    click.echo(f"error: {e}", err=True)
-    if e.hint:
-        click.echo(f"hint: {e.hint}", err=True)
-    sys.exit(2)
+def echo(text: object = "", err: bool = False) -> None:
+    click.echo("\n".join(clean(line) for line in str(text).split("\n")), err=err)
 
 
-class Group(click.Group):
-    """Turns domain errors into one `error:` line and a `hint:` line, exit 2, no traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LorapackError as e:
-            fail(e)
-        except OSError as e:
-            click.echo(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), err=True)
-            sys.exit(2)
+def fail(message: str, hint: str | None = None, code: int = 2) -> None:
+    """The only way lorapack reports an error: one `error:` line, at most one `hint:` line."""
+    click.echo(f"error: {clean(message)}", err=True)
+    if hint:
+        click.echo(f"hint: {clean(hint)}", err=True)
+    sys.exit(code)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+class Interrupted(BaseException):
+    """SIGTERM/SIGHUP as an exception, so that every `finally` removes its temporary files."""
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _command_name(args: list[str]) -> str:
+    return next((a for a in args if not a.startswith("-")), "")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: every outcome is an exit code and at most an `error:` and a `hint:` line on stderr.
+    2: bad input or arguments; 1: `validate` found the artifact wrong; 3: an internal error (a bug)."""
+    args = sys.argv[1:] if args is None else args
+    _no_stdin()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    try:
+        cli.main(args, prog_name="lorapack", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.UsageError as e:
+        cmd = _command_name(args)
+        fail(e.format_message(), f"see lorapack {cmd + ' ' if cmd in cli.commands else ''}--help")
+    except click.exceptions.Abort:
+        fail("interrupted; nothing was written", code=130)
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written", code=130)
+    except Interrupted as e:
+        fail(f"interrupted ({e}); nothing was written", code=128 + signal.Signals[str(e)].value)
+    except LorapackError as e:
+        fail(str(e), e.hint)
+    except OSError as e:
+        fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}")
+    except Exception as e:  # a bug: say so in one line; LORAPACK_DEBUG=1 shows the traceback
+        if os.environ.get("LORAPACK_DEBUG") == "1":
+            raise
+        fail(f"internal error: {type(e).__name__}: {e}", "please report it; LORAPACK_DEBUG=1 shows the traceback",
+             code=3)
+
+
+def _no_stdin() -> None:
+    """lorapack never reads stdin: no library may prompt (transformers asks before running remote code)."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, 0)
+        os.close(fd)
+        sys.stdin = open(os.devnull)  # noqa: SIM115 — lives as long as the process
+    except OSError:
+        pass
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lorapack")
-def main() -> None:
+def cli() -> None:
     """Convert PEFT LoRA adapters and their Hugging Face base to GGUF for llama.cpp, Ollama and friends.
 
     \b
@@ -74,19 +124,21 @@ def main() -> None:
 
 
 def parse_scales(values: tuple[str, ...]) -> dict[str, float]:
+    """NAME=S pairs; S must be finite in float32 (the merge is computed in float32)."""
     scales = {}
     for v in values:
         name, sep, num = v.partition("=")
         try:
-            scales[name] = float(num) if sep else float("nan")
+            s = float(num) if sep else math.nan
         except ValueError:
-            scales[name] = float("nan")
-        if not sep or scales[name] != scales[name]:
-            raise LorapackError(f"--scale {v!r} is not NAME=NUMBER")
+            s = math.nan
+        if not sep or not math.isfinite(s) or abs(s) > SCALE_LIMIT:
+            raise LorapackError(f"--scale {v!r} is not NAME=NUMBER with a finite number within ±{SCALE_LIMIT:g}")
+        scales[name] = s
     return scales
 
 
-@main.command()
+@cli.command()
 @click.argument("base", type=click.Path(path_type=Path))
 @click.argument("adapters", nargs=-1)
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
@@ -114,10 +166,10 @@ def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapter
     notes = run_build(req, lambda total: Progress(total, "writing", quiet))
     if not quiet:
         for line in notes:
-            click.echo(line)
+            echo(line)
 
 
-@main.command()
+@cli.command()
 @click.argument("combined", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
@@ -125,18 +177,18 @@ def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapter
 def unpack(combined, out, force, quiet):
     """Write the separate layout (base.gguf + adapters/*.gguf) from a COMBINED file, byte for byte as
     `build --layout separate` would."""
-    from lorapack.pack.staging import staged
+    from lorapack.outputs import staged
     from lorapack.pack.unpack import unpack as do_unpack
 
-    with staged(out, force) as tmp:
+    with staged(out, force, "dir", (combined,)) as tmp:
         written = do_unpack(combined, tmp)
     if not quiet:
-        click.echo(f"wrote {out}/base.gguf and {len(written.paths) - 1} adapter file(s)")
+        echo(f"wrote {out}/base.gguf and {len(written.paths) - 1} adapter file(s)")
         for line in written.notes:
-            click.echo(line.replace(str(tmp), str(out)))
+            echo(line.replace(str(tmp), str(out)))
 
 
-@main.command()
+@cli.command()
 @click.argument("target", type=click.Path(path_type=Path, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(target, as_json):
@@ -145,17 +197,18 @@ def inspect(target, as_json):
     from lorapack.pack.inspect import describe, render
 
     info = describe(target)
-    click.echo(json.dumps(info, indent=2) if as_json else render(info))
+    echo(json.dumps(info, indent=2) if as_json else render(info))
 
 
 
 
-@main.command()
+@cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--base", "base", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="The Hugging Face base checkpoint the artifact was built from (the reference).")
 @click.argument("adapters", nargs=-1)
-@click.option("--probes", default=8, show_default=True, help="Random inputs per adapted layer.")
+@click.option("--probes", default=8, show_default=True, type=click.IntRange(1, 4096),
+              help="Random inputs per adapted layer (1 to 4096).")
 @click.option("--seed", default=0, show_default=True, help="Seed for the probes (same seed, same report).")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="TYPE=RTOL[:ATOL]",
               help="Override a stored type's tolerance, e.g. Q8_0=0.02 (relative Frobenius error).")
@@ -163,51 +216,61 @@ def inspect(target, as_json):
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here (for CI systems).")
 @click.option("--end-to-end", is_flag=True, help="Also compare logits of whole models (PyTorch from the artifact, "
                                                   "and llama.cpp when installed) with the PEFT model.")
+@click.option("--force", is_flag=True, help="Replace existing --report/--junit files.")
 @click.option("--quiet", is_flag=True, help="Print only the verdict and what failed.")
-def validate(artifact, base, adapters, probes, seed, tolerances, report, junit, end_to_end, quiet):
+def validate(artifact, base, adapters, probes, seed, tolerances, report, junit, end_to_end, force, quiet):
     """Check ARTIFACT (combined file, separate folder or merged file) against the unmerged PyTorch PEFT model.
 
     ADAPTERs are [NAME=]DIR, named as in `build`. Every adapted layer's output on random probes is recomputed
     from the artifact and compared with PEFT's LoraLayer; every base tensor with the safetensors source; the
-    metadata with the config. Exit 0: all pass; 1: a mismatch (each failing tensor or key is printed);
-    2: bad arguments or unusable references.
+    metadata with the config. Exit 0: all pass; 1: the artifact is wrong, truncated or unreadable (each failing
+    tensor or key is printed); 2: bad arguments or an unusable base or adapter; 3: an internal error.
+    Only safetensors files are read; remote code is never run.
     """
-    from lorapack.convert.peft import parse_adapter_arg
-    from lorapack.validate.report import summary, table, write_json, write_junit
+    from lorapack.names import parse_adapter_arg
+    from lorapack.outputs import check_output, write_text
+    from lorapack.validate.report import junit_text, report_text, summary, table
     from lorapack.validate.run import Request
     from lorapack.validate.run import validate as run_validate
 
     named = [parse_adapter_arg(a) for a in adapters]
+    inputs = (artifact, base, *(p for _, p in named))
+    for path in (p for p in (report, junit) if p):  # before the work, not after it
+        check_output(path, force, "file", inputs)
+    if report and junit and os.path.abspath(report) == os.path.abspath(junit):
+        raise LorapackError("--report and --junit name the same file")
     result = run_validate(Request(artifact, base, named, probes, seed, tolerances, end_to_end))
     if not quiet:
-        click.echo(table(result.checks))
-    click.echo(summary(result.checks))
+        echo(table(result.checks))
+    echo(summary(result.checks))
     for c in result.checks:
         if not c.ok:
-            click.echo(f"failed: {c.name} ({c.kind}: {c.value} vs {c.tolerance})")
-    seconds = sum(result.timing.values())
+            echo(f"failed: {c.name} ({c.kind}: {c.value} vs {c.tolerance})")
     if report:
-        write_json(report, result.checks, result.timing)
+        write_text(report, report_text(result.checks, result.timing), force)
     if junit:
-        write_junit(junit, result.checks, seconds)
+        write_text(junit, junit_text(result.checks, sum(result.timing.values())), force)
     sys.exit(0 if result.ok else 1)
 
 
-@main.command()
+@cli.command()
 @click.argument("base", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("adapters", nargs=-1, required=True)
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="Folder for the three layouts, compare.json and compare.png.")
 @click.option("--outtype", default="f16", show_default=True, help="Base weights type for every layout.")
 @click.option("--no-runtime", is_flag=True, help="Skip the llama.cpp measurements (no llama-cpp-python needed).")
-def compare(base, adapters, out, outtype, no_runtime):
+@click.option("--force", is_flag=True, help="Replace an existing output folder that lorapack wrote.")
+def compare(base, adapters, out, outtype, no_runtime, force):
     """Separate files, one combined file, or merged? Build all three layouts of BASE + ADAPTERs into OUT and
     report them side by side: files and bytes, build time, validation error, and through llama.cpp load time,
-    prompt and decode tokens/s, adapter switching cost and runtime-vs-merged logit agreement."""
-    from lorapack.convert.peft import parse_adapter_arg
+    prompt and decode tokens/s, adapter switching cost and runtime-vs-merged logit agreement.
+    The llama.cpp measurements need llama-cpp-python (lorapack[llama]); the chart needs matplotlib
+    (lorapack[plot]) and is skipped with a note without it."""
+    from lorapack.names import parse_adapter_arg
     from lorapack.validate.compare import compare as run_compare
-    from lorapack.validate.compare import table
+    from lorapack.validate.compare import table, written
 
-    report = run_compare(base, [parse_adapter_arg(a) for a in adapters], out, outtype, not no_runtime)
-    click.echo(table(report))
-    click.echo(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+    report = run_compare(base, [parse_adapter_arg(a) for a in adapters], out, outtype, not no_runtime, force)
+    echo(table(report))
+    echo(written(report, out))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .gguf_read import read_gguf
+from lorapack.errors import LorapackError, clean
+from lorapack.formats.gguf import adapter_names, read_gguf
+
 from .layouts import ADAPTER_NS, COMBINED
 
 
 def describe_file(path: Path) -> dict:
     f = read_gguf(path)
-    adapters = f.get(COMBINED + "adapters") or []
+    adapters = adapter_names(f, COMBINED + "adapters")
     base_tensors = [t for t in f.tensors if not t.name.startswith(ADAPTER_NS)]
     info = {
         "path": str(path),
@@ -31,7 +33,8 @@ def describe_file(path: Path) -> dict:
                             for n in adapters}
     elif f.get("lorapack.merged.adapters"):
         info["layout"] = "merged"
-        info["merged"] = dict(zip(f.get("lorapack.merged.adapters"), f.get("lorapack.merged.scales")))
+        info["merged"] = dict(zip(adapter_names(f, "lorapack.merged.adapters"),
+                                  f.typed("lorapack.merged.scales", "float[]", [])))
     return info
 
 
@@ -46,6 +49,9 @@ def describe(target: Path) -> dict:
     if target.is_dir():
         files = ([target / "base.gguf"] if (target / "base.gguf").exists() else [])
         files += sorted((target / "adapters").glob("*.gguf")) if (target / "adapters").is_dir() else []
+        if not files:
+            raise LorapackError(f"{target} holds neither base.gguf nor adapters/*.gguf",
+                                hint="inspect a .gguf file or a separate-layout folder")
         infos = [describe_file(p) for p in files]
         prints = {i["base_fingerprint"] for i in infos}
         return {"layout": "separate", "files": infos, "fingerprints_consistent": len(prints) == 1}
@@ -56,12 +62,12 @@ def render(info: dict, indent: str = "") -> str:
     lines = []
     for k, v in info.items():
         if isinstance(v, dict):
-            lines.append(f"{indent}{k}:")
+            lines.append(f"{indent}{clean(k)}:")
             lines.append(render(v, indent + "  "))
         elif isinstance(v, list) and v and isinstance(v[0], dict):
             for item in v:
-                lines.append(f"{indent}- {item.get('path', '')}")
+                lines.append(f"{indent}- {clean(item.get('path', ''))}")
                 lines.append(render({x: y for x, y in item.items() if x != "path"}, indent + "    "))
         else:
-            lines.append(f"{indent}{k}: {v}")
+            lines.append(f"{indent}{clean(k)}: {clean(v)}")
     return "\n".join(lines)

@@ -57,12 +57,18 @@ def with_fingerprint(plan: Plan, model: BaseModel) -> Plan:
 
 # --- separate ---------------------------------------------------------------------------------------------------
 
-def write_separate(dest: Path, model: BaseModel, adapters: list[Adapter], outtype: QT, adapter_outtype: QT,
-                   adapters_only: bool, progress=None) -> Written:
+def adapters_only_plans(model: BaseModel, adapters: list[Adapter], adapter_outtype: QT) -> dict[str, Plan]:
+    """adapter name → its llama.cpp adapter plan; refuses what llama.cpp's adapter format cannot carry."""
     if problems := [p for a in adapters for p in separate_blockers(a, model)]:
         raise LorapackError(*problems, hint="use --layout combined or --layout merged for these adapters")
-    plans = {} if adapters_only else {"base.gguf": with_fingerprint(base_plan(model, outtype), model)}
-    plans.update({f"adapters/{a.name}.gguf": adapter_plan(a, model, adapter_outtype) for a in adapters})
+    return {a.name: adapter_plan(a, model, adapter_outtype) for a in adapters}
+
+
+def write_separate(dest: Path, model: BaseModel, adapters: list[Adapter], outtype: QT, adapter_outtype: QT,
+                   progress=None) -> Written:
+    adapter_plans = adapters_only_plans(model, adapters, adapter_outtype)
+    plans = {"base.gguf": with_fingerprint(base_plan(model, outtype), model)}
+    plans.update({f"adapters/{n}.gguf": p for n, p in adapter_plans.items()})
     return write_folder(dest, plans, [a.name for a in adapters], progress)
 
 

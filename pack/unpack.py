@@ -6,17 +6,20 @@ from pathlib import Path
 
 from lorapack.convert.plan import KV, Plan, PlannedTensor
 from lorapack.errors import LorapackError
+from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, read_gguf
 
-from .gguf_read import GGUFFile, TensorInfo, read_gguf
 from .layouts import ADAPTER_NS, COMBINED, Written, write_folder
 
 
 def unpack(path: Path, dest: Path, progress=None) -> Written:
     f = read_gguf(path)
-    names = f.get(COMBINED + "adapters")
-    if names is None:
+    if COMBINED + "adapters" not in f.fields:
         raise LorapackError(f"{path} is not a lorapack combined GGUF (no {COMBINED}adapters key)")
-    blockers = [b for n in names for b in f.get(f"{COMBINED}{n}.separate_blockers", [])]
+    names = adapter_names(f, COMBINED + "adapters")  # names become file names: the command line's rule
+    for n in names:
+        if not any(t.name.startswith(f"{ADAPTER_NS}{n}.") for t in f.tensors):
+            raise CorruptGGUF(f"{path.name}: adapter {n} is listed but has no tensors")
+    blockers = [b for n in names for b in f.typed(f"{COMBINED}{n}.separate_blockers", "str[]", [])]
     if blockers:
         raise LorapackError(*blockers, hint="the separate layout cannot carry these; use the combined file "
                                             "as it is or build --layout merged")
@@ -41,4 +44,5 @@ def _subplan(f: GGUFFile, keep_key, keep_tensor, strip_kv: str = "", strip_tenso
 
 
 def _copy(f: GGUFFile, t: TensorInfo, name: str) -> PlannedTensor:
-    return PlannedTensor(name, t.shape, t.qtype, lambda: f.read(t).reshape(-1).view("u1"), t.name, encoded=True)
+    return PlannedTensor(name, t.shape, t.qtype, lambda: f.read(t).reshape(-1).view("u1"), t.name, encoded=True,
+                         check_finite=False)

@@ -13,7 +13,7 @@ gate() {  # NAME BASE ADAPTER...
     local art="$OUT/$name.$layout"
     [ "$layout" = separate ] || art="$art.gguf"
     $L build "$base" "$@" --layout "$layout" -o "$art" --quiet
-    $L validate "$art" --base "$base" "$@" --quiet --junit "reports/$name.$layout.xml"
+    $L validate "$art" --base "$base" "$@" --quiet --force --junit "reports/$name.$layout.xml"
   done
 }
 gate llama $S/llama/base plain=$S/llama/adapters/plain rs=$S/llama/adapters/rslora pat=$S/llama/adapters/patterns

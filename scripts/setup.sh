@@ -23,8 +23,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
     CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
       .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_PIN" -w "$WHEELS"
   fi
-  .venv/bin/python -m pip install -q --find-links "$WHEELS" --only-binary llama-cpp-python -e '.[llama,dev]'
+  # setuptools >= 77 (SPDX `license`, pyproject.toml's [build-system]) in the venv itself, so that lorapack's
+  # own wheel builds offline: pip wheel --no-deps --no-build-isolation . (tests/test_packaging.py does)
+  .venv/bin/python -m pip install -q "setuptools>=77"
+  .venv/bin/python -m pip install -q --no-build-isolation --find-links "$WHEELS" --only-binary llama-cpp-python \
+    -e '.[llama,dev]'
   touch "$stamp"
 fi
-.venv/bin/python -c "import lorapack, gguf, numpy, torch, safetensors, peft, llama_cpp" \
+.venv/bin/python -c "import lorapack, gguf, numpy, torch, safetensors, peft, llama_cpp, setuptools as s; assert int(s.__version__.split('.')[0]) >= 77" \
   || { echo "setup: imports failed" >&2; exit 1; }

@@ -11,7 +11,7 @@ from gguf import GGML_QUANT_SIZES, quants
 from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import LorapackError
-from lorapack.pack.gguf_read import GGUFFile, TensorInfo, read_gguf
+from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, read_gguf
 
 COMBINED, NS = "lorapack.combined.", "adapter."
 
@@ -41,6 +41,9 @@ class AdapterView:
 
     def get(self, key: str, default=None):
         return self.file.get(self.key_prefix + key, default)
+
+    def typed(self, key: str, kind: str, default=None):
+        return self.file.typed(self.key_prefix + key, kind, default)
 
     def keys(self) -> list[str]:
         return [k[len(self.key_prefix):] for k in self.file.fields if k.startswith(self.key_prefix)]
@@ -87,12 +90,15 @@ def open_artifact(path: Path) -> Artifact:
     if not path.is_file():
         raise LorapackError(f"artifact {path} does not exist")
     f = read_gguf(path)
-    if names := f.get(COMBINED + "adapters"):
+    if names := adapter_names(f, COMBINED + "adapters"):
         views = {n: AdapterView(n, f, f"{COMBINED}{n}.", f"{NS}{n}.") for n in names}
         return Artifact("combined", path, f, views)
-    if names := f.get("lorapack.merged.adapters"):
-        return Artifact("merged", path, f, {}, dict(zip(names, f.get("lorapack.merged.scales"))))
-    if f.get("general.type") == "adapter":
+    if names := adapter_names(f, "lorapack.merged.adapters"):
+        scales = f.typed("lorapack.merged.scales", "float[]", [])
+        if len(scales) != len(names) or not all(np.isfinite(scales)):
+            raise CorruptGGUF(f"{path.name}: lorapack.merged.scales does not give one finite scale per adapter")
+        return Artifact("merged", path, f, {}, dict(zip(names, scales)))
+    if f.typed("general.type", "str") == "adapter":
         raise LorapackError(f"{path} is a lone adapter file", hint="validate its folder (base.gguf + adapters/)")
     return Artifact("merged" if f.get("lorapack.merged.adapters") is not None else "combined", path, f, {})
 

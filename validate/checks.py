@@ -94,8 +94,8 @@ class Validator:
     def fingerprints(self) -> None:
         """The base fingerprint, recomputed here from the safetensors files, must be what every file records."""
         want = source_fingerprint(self.src)
-        files = [("base", self.art.base.get("lorapack.base.fingerprint"))]
-        files += [(f"adapter {n}", v.get("lorapack.base.fingerprint")) for n, v in self.art.adapters.items()]
+        files = [("base", self.art.base.typed("lorapack.base.fingerprint", "str"))]
+        files += [(f"adapter {n}", v.typed("lorapack.base.fingerprint", "str")) for n, v in self.art.adapters.items()]
         for label, got in files:
             self.add(f"{label}: lorapack.base.fingerprint", "structure", (got or "missing")[:16], want[:16],
                      got == want)
@@ -104,8 +104,8 @@ class Validator:
 
     def metadata(self) -> None:
         f, c, a = self.art.base, self.config, self.arch
-        self.add("general.architecture", "metadata", f.get("general.architecture"), a,
-                 f.get("general.architecture") == a)
+        self.add("general.architecture", "metadata", f.typed("general.architecture", "str"), a,
+                 f.typed("general.architecture", "str") == a)
         heads = c.get("num_attention_heads")
         expect = {
             f"{a}.block_count": c.get("num_hidden_layers"), f"{a}.embedding_length": c.get("hidden_size"),
@@ -118,7 +118,7 @@ class Validator:
                 got = f.get(key)
                 self.add(key, "metadata", got, want, got == want)
         if (eps := c.get("rms_norm_eps")) is not None:
-            got = f.get(f"{a}.attention.layer_norm_rms_epsilon")
+            got = f.typed(f"{a}.attention.layer_norm_rms_epsilon", "float")
             self.add(f"{a}.attention.layer_norm_rms_epsilon", "metadata", got, eps,
                      got is not None and abs(got - eps) <= 1e-6 * abs(eps))
         self.tokenizer_metadata()
@@ -249,7 +249,7 @@ class Validator:
         effective = {float(layer.scaling[name]) * layer.r[name] for layer in layers.values()}
         lora_alpha = float(self._peft_config(name).get("lora_alpha", 8))
         want = effective.pop() if len(effective) == 1 else lora_alpha
-        got = view.get("adapter.lora.alpha")
+        got = view.typed("adapter.lora.alpha", "float")
         ok = got is not None and abs(got - want) <= 1e-5 * max(abs(want), 1.0)
         self.add(f"{name}: adapter.lora.alpha", "metadata", got, f"{want:.6g}", ok)
 
@@ -260,7 +260,7 @@ class Validator:
     def contribution(self, name: str, view: AdapterView, module: str, stem: str, parts: dict) -> None:
         a = dequantize(view.file, parts["lora_a"])
         b = dequantize(view.file, parts["lora_b"])
-        alpha = view.get("adapter.lora.alpha") or 0.0
+        alpha = view.typed("adapter.lora.alpha", "float") or 0.0
         rank = b.shape[1]
         scale = alpha / rank if alpha else 1.0  # llama.cpp's rule
         if (heads := permuted_heads(self.arch, module, self.config)) is not None:
@@ -287,7 +287,7 @@ class Validator:
         if (heads := permuted_heads(self.arch, module, self.config)) is not None:  # all stored in GGUF row order
             w, b, m = (undo_rope_permutation(v, heads) for v in (w, b, m))
         m = m.reshape(-1)
-        scale = (view.get("adapter.lora.alpha") or 1.0) / b.shape[1]
+        scale = (view.typed("adapter.lora.alpha", "float") or 1.0) / b.shape[1]
         norm = np.linalg.norm(w + scale * (b @ a), axis=1)
         base_out = x @ w.T
         return (m / norm - 1) * base_out + (m / norm) * lora_out

@@ -4,6 +4,7 @@ load time, prompt and decode speed, the cost of switching adapters, and runtime-
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import numpy as np
 
 from lorapack.build import BuildRequest, run_build
 from lorapack.errors import LorapackError
+from lorapack.outputs import staged
 
 from .reference import PeftReference, Source
 from .run import Request, check_artifact
@@ -35,7 +37,7 @@ def build_layouts(base: Path, named: list[tuple[str, Path]], out: Path, outtype:
     jobs += [(f"merged-{n}", path, [f"{n}={p}"], "merged") for (n, p), path in zip(named, lay.merged.values())]
     for label, path, a, layout in jobs:
         t = time.perf_counter()
-        run_build(BuildRequest(base, a, path, layout, outtype, force=True), lambda total: _NoBar())
+        run_build(BuildRequest(base, a, path, layout, outtype), lambda total: _NoBar())
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*.gguf"))
         report[label] = {"build_s": round(time.perf_counter() - t, 2), "files": len(files),
                          "bytes": sum(p.stat().st_size for p in files)}
@@ -139,8 +141,6 @@ def _next_token(llm) -> int:
 
 
 def runtime(lay: Layouts, names: list[str], report: dict) -> dict:
-    import llama_cpp  # noqa: F401 — fail early with ImportError when absent
-
     t = time.perf_counter()
     llm = _llama(lay.separate / "base.gguf")
     load_base = time.perf_counter() - t
@@ -168,16 +168,35 @@ def runtime(lay: Layouts, names: list[str], report: dict) -> dict:
     return out
 
 
-def compare(base: Path, named: list[tuple[str, Path]], out: Path, outtype: str, with_runtime: bool) -> dict:
-    if with_runtime:
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            raise LorapackError("compare measures runtime speed with llama-cpp-python, which is not installed",
-                                hint="pip install 'lorapack[llama]', or pass --no-runtime") from None
+PNG_SKIPPED = "compare.png skipped: matplotlib is not installed (pip install 'lorapack[plot]')"
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def compare(base: Path, named: list[tuple[str, Path]], out: Path, outtype: str, with_runtime: bool,
+            force: bool = False) -> dict:
+    """Build, validate and (with_runtime) run the three layouts; writes OUT/compare.json, and OUT/compare.png
+    where matplotlib is installed. The report's "png" is the chart's path, or None when it was skipped."""
     if not named:
         raise LorapackError("compare needs at least one adapter")
-    out.mkdir(parents=True, exist_ok=True)
+    # refuse or degrade before building anything: a missing optional package must not cost a whole run
+    if with_runtime and not _importable("llama_cpp"):
+        raise LorapackError("compare's llama.cpp measurements need llama-cpp-python",
+                            hint="pip install 'lorapack[llama]', or pass --no-runtime")
+    png = _importable("matplotlib")
+    # everything is built in a staged folder that replaces OUT only when complete (lorapack.outputs)
+    with staged(out, force, "dir", (base, *(p for _, p in named))) as tmp:
+        return _compare(base, named, tmp, outtype, with_runtime, out / "compare.png" if png else None)
+
+
+def _compare(base: Path, named: list[tuple[str, Path]], out: Path, outtype: str, with_runtime: bool,
+             png: Path | None) -> dict:
     report: dict = {"outtype": outtype, "adapters": [n for n, _ in named], "layouts": {}}
     lay = build_layouts(base, named, out, outtype, report["layouts"])
     validation_errors(base, named, lay, report["layouts"])
@@ -188,9 +207,18 @@ def compare(base: Path, named: list[tuple[str, Path]], out: Path, outtype: str, 
             report["switching"] = {
                 "runtime_switch_s": max(r[f"runtime {n}"]["switch_s"] for n, _ in named),
                 "load_another_merged_s": max(r[f"merged {n}"]["load_s"] for n, _ in named)}
+    report["png"] = None if png is None else str(png)
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    chart(report, out / "compare.png")
+    if png is not None:
+        chart(report, out / png.name)
     return report
+
+
+def written(report: dict, out: Path) -> str:
+    """The CLI's closing line: what compare wrote, and a note when the chart was skipped."""
+    if report.get("png"):
+        return f"wrote {out / 'compare.json'} and {report['png']}"
+    return f"wrote {out / 'compare.json'}; {PNG_SKIPPED}"
 
 
 def table(report: dict) -> str:

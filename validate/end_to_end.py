@@ -32,7 +32,7 @@ def rebuild_logits(artifact: Artifact, config_dir: Path, adapter: str | None, id
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(config_dir)
+    config = AutoConfig.from_pretrained(config_dir, trust_remote_code=False)
     state = artifact_state(artifact, config.to_dict(), adapter)
     if "lm_head.weight" in state:
         config.tie_word_embeddings = False
@@ -45,7 +45,7 @@ def rebuild_logits(artifact: Artifact, config_dir: Path, adapter: str | None, id
 
 
 def artifact_state(artifact: Artifact, config: dict, adapter: str | None) -> dict[str, np.ndarray]:
-    arch = artifact.base.get("general.architecture")
+    arch = artifact.base.typed("general.architecture", "str")
     config = {**config, **config.get("text_config", {})}
     state = {}
     for t in artifact.base_tensors():
@@ -66,7 +66,7 @@ def artifact_state(artifact: Artifact, config: dict, adapter: str | None) -> dic
 
 def _apply(artifact: Artifact, arch: str, config: dict, adapter: str, state: dict) -> None:
     view = artifact.adapters[adapter]
-    alpha = view.get("adapter.lora.alpha") or 0.0
+    alpha = view.typed("adapter.lora.alpha", "float") or 0.0
     for stem, parts in view.pairs().items():
         module, _ = hf_module(arch, stem)
         a, b = dequantize(view.file, parts["lora_a"]), dequantize(view.file, parts["lora_b"])

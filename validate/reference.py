@@ -4,72 +4,73 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from lorapack.errors import LorapackError
+from lorapack.errors import AdapterError, CheckpointError, LorapackError
+from lorapack.formats.hfconfig import check_config
+from lorapack.formats.jsonfile import read_json
+from lorapack.formats.peft_config import check_adapter_config, resolved_config, saved_modules, split_key
+from lorapack.formats.safetensors import TensorRef, read_header, to_f32
 
 
 class Source:
     """Base checkpoint tensors, read from the safetensors files with positioned reads (no memory map: pages of
-    a map would stay resident and count against the validator's memory)."""
-
-    _NP = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "I64": "<i8", "I32": "<i4", "U8": "u1",
-           "I8": "i1", "BOOL": "?"}
+    a map would stay resident and count against the validator's memory). Only safetensors are ever opened."""
 
     def __init__(self, base: Path):
-        self.config = _json(base / "config.json")
-        files = sorted(base.glob("model*.safetensors"))
+        self.config = read_json(base / "config.json", CheckpointError)
+        check_config(self.config, f"{base.name}/config.json")
+        files = sorted(p for p in base.glob("model*.safetensors"))
         if not files:
-            raise LorapackError(f"reference base {base} has no model*.safetensors")
-        self._where: dict[str, tuple[Path, dict, int]] = {}
+            hint = "lorapack never unpickles .bin files" if list(base.glob("*.bin")) else None
+            raise LorapackError(f"reference base {base} has no model*.safetensors", hint=hint)
+        self._refs: dict[str, TensorRef] = {}
         for path in files:
-            with open(path, "rb") as f:
-                n = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(n))
-            header.pop("__metadata__", None)
-            self._where.update({k: (path, v, 8 + n) for k, v in header.items()})
+            for name, ref in read_header(path).items():
+                if name in self._refs:
+                    raise CheckpointError(f"tensor {name} is stored twice in {base}")
+                self._refs[name] = ref
 
     def names(self) -> list[str]:
-        return list(self._where)
+        return list(self._refs)
 
     def has(self, name: str) -> bool:
-        return name in self._where
+        return name in self._refs
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._where[name][1]["shape"])
+        return self._refs[name].shape
 
     def dtype(self, name: str) -> str:
-        return self._where[name][1]["dtype"]
+        return self._refs[name].dtype
 
     def raw(self, name: str, rows: slice | None = None) -> bytes:
-        path, info, base = self._where[name]
-        start, end = info["data_offsets"]
-        shape = info["shape"]
-        if rows is not None and shape:
-            row = (end - start) // shape[0]
-            first, stop, _ = rows.indices(shape[0])
-            start, end = start + first * row, start + stop * row
-        with open(path, "rb") as f:
-            return os.pread(f.fileno(), end - start, base + start)
+        ref = self._refs[name]
+        start, stop = (0, ref.rows) if rows is None or not ref.shape else rows.indices(ref.rows)[:2]
+        return ref.read_raw(start, stop).tobytes()
 
     def get(self, name: str, rows: slice | None = None) -> np.ndarray:
         """float32 values in numpy order (rows: only those rows)."""
-        info = self._where[name][1]
-        shape = list(info["shape"])
-        if rows is not None and shape:
-            shape[0] = len(range(*rows.indices(shape[0])))
-        v = np.frombuffer(self.raw(name, rows), dtype=self._NP[info["dtype"]]).reshape(shape)
-        if info["dtype"] == "BF16":
-            return (v.astype(np.uint32) << 16).view(np.float32)
-        return v.astype(np.float32)
+        ref = self._refs[name]
+        start, stop = (0, ref.rows) if rows is None or not ref.shape else rows.indices(ref.rows)[:2]
+        return to_f32(ref.read_raw(start, stop), ref.dtype).astype(np.float32, copy=False)
 
 
 class PeftReference:
     """The base model with every adapter loaded, unmerged, in float32 — PEFT's own forward is the reference."""
 
     def __init__(self, base: Path, adapters: dict[str, Path]):
+        # the adapters' files are checked (and their configs resolved) before torch is even imported
+        tmp = tempfile.TemporaryDirectory(prefix="lorapack-ref-")
+        try:
+            safe = {n: safe_adapter(n, p, Path(tmp.name)) for n, p in adapters.items()}
+            self._load(base, safe)
+        finally:
+            tmp.cleanup()
+
+    def _load(self, base: Path, adapters: dict[str, Path]) -> None:
         import torch
         import transformers
         from peft import PeftModel
@@ -80,7 +81,9 @@ class PeftReference:
         transformers.logging.disable_progress_bar()
         try:
             # stored precision (bf16 halves the memory); each layer is lifted to float32 when it is evaluated
-            model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+            # never checkpoint code, never a pickle (transformers would otherwise ask on stdin, or read a .bin)
+            model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=False,
+                                                         use_safetensors=True)
         except Exception as e:
             raise LorapackError(f"cannot load the reference base {base} with transformers ({e})") from None
         self.names = list(adapters)
@@ -187,8 +190,27 @@ class float32:
                 p.data = p.data.to(self.dtypes[n])
 
 
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise LorapackError(f"cannot read {path} ({e})") from None
+def safe_adapter(name: str, path: Path, tmp: Path) -> Path:
+    """What PEFT loads instead of the user's folder: the adapter's safetensors (linked, read by PEFT) and its
+    config with every regular expression resolved to exact module names. So PEFT can neither pick a pickle nor
+    meet a pattern that backtracks for ever in Python's `re`; what it computes is unchanged."""
+    st = path / "adapter_model.safetensors"
+    if not (path / "adapter_config.json").is_file():
+        raise AdapterError(f"reference adapter {path} has no adapter_config.json")
+    if not st.is_file():
+        raise AdapterError(f"reference adapter {path} has no adapter_model.safetensors"
+                           + ("; lorapack never unpickles adapter_model.bin" if (path / "adapter_model.bin").exists()
+                              else ""))
+    config = read_json(path / "adapter_config.json", AdapterError)
+    if problems := check_adapter_config(config):
+        raise AdapterError(*(f"adapter {name}: {p}" for p in problems))
+    parts = [split_key(k) for k in read_header(st)]
+    if None in parts:
+        raise AdapterError(f"adapter {name}: {st.name} holds tensors that are not PEFT LoRA weights")
+    lora = sorted({m for m, kind in parts if kind.startswith("lora_")})
+    saved = saved_modules(config, sorted({m for m, kind in parts if kind in ("weight", "modules_to_save")}))
+    dest = tmp / name
+    dest.mkdir()
+    os.symlink(st.resolve(), dest / st.name)
+    (dest / "adapter_config.json").write_text(json.dumps(resolved_config(config, lora, saved)))
+    return dest

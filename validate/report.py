@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from xml.sax.saxutils import quoteattr
+
+from lorapack.errors import clean
 
 from .checks import Check
 
@@ -24,7 +25,7 @@ def table(checks: list[Check], limit: int = 25) -> str:
     width = min(max((len(c.name) for c in rows[:limit]), default=10), 70)
     lines = [f"{'verdict':8} {'kind':10} {'check':{width}} {'value':>10} {'tolerance':>10}"]
     for c in rows[:limit]:
-        lines.append(f"{'ok' if c.ok else 'FAIL':8} {c.kind:10} {c.name[:width]:{width}} {fmt(c.value):>10} "
+        lines.append(f"{'ok' if c.ok else 'FAIL':8} {c.kind:10} {clean(c.name)[:width]:{width}} {fmt(c.value):>10} "
                      f"{c.tolerance:>10}")
     if len(rows) > limit:
         lines.append(f"… {len(rows) - limit} more checks, all {'passing' if rows[limit].ok else 'listed above'}")
@@ -49,11 +50,11 @@ def as_json(checks: list[Check], timing: dict) -> dict:
     }
 
 
-def write_json(path: Path, checks: list[Check], timing: dict) -> None:
-    path.write_text(json.dumps(as_json(checks, timing), indent=2) + "\n")
+def report_text(checks: list[Check], timing: dict) -> str:
+    return json.dumps(as_json(checks, timing), indent=2) + "\n"
 
 
-def write_junit(path: Path, checks: list[Check], seconds: float) -> None:
+def junit_text(checks: list[Check], seconds: float) -> str:
     failures = sum(not c.ok for c in checks)
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            f'<testsuite name="lorapack.validate" tests="{len(checks)}" failures="{failures}" errors="0" '
@@ -66,4 +67,4 @@ def write_junit(path: Path, checks: list[Check], seconds: float) -> None:
             msg = f"{fmt(c.value)} exceeds tolerance {c.tolerance}"
             out.append(head + f">\n    <failure message={quoteattr(msg)}/>\n  </testcase>")
     out.append("</testsuite>")
-    path.write_text("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"

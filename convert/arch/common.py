@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from gguf import Keys
+
+from lorapack.errors import CheckpointError
+from lorapack.formats.jsonfile import read_json
 
 from ..plan import boolean
 from ..vocab import bpe_vocab, spm_vocab
@@ -35,7 +36,7 @@ def spm_or_bpe(ckpt, h) -> list:
 
 def tokenizer_config(ckpt) -> dict:
     path = ckpt.file("tokenizer_config.json")
-    return json.loads(path.read_text(encoding="utf-8")) if path else {}
+    return read_json(path, CheckpointError) if path else {}
 
 
 def add_space_prefix(value: bool):

@@ -8,6 +8,7 @@ import numpy as np
 from gguf import Keys
 
 from lorapack.errors import CheckpointError
+from lorapack.formats.jsonfile import is_int, read_json
 
 from ..plan import f32, u32
 from ..vocab import bpe_vocab, overlay_added, special_keys, spm_tokens, vocab_keys
@@ -79,13 +80,15 @@ def vocab(ckpt, h) -> list:
 
 def _overlay_tokenizer_json(ckpt, tokens, scores, types) -> None:
     """Phi-3 also takes added tokens from tokenizer.json (llama.cpp's Phi3 converter does)."""
-    import json
-
     path = ckpt.file("tokenizer.json")
     if not path:
         return
-    for data in json.loads(path.read_text(encoding="utf-8")).get("added_tokens", []):
-        overlay_added(tokens, scores, types, int(data["id"]), data, normalize=False)
+    added = read_json(path, CheckpointError, max_bytes=1 << 30).get("added_tokens") or []
+    if not (isinstance(added, list) and all(isinstance(d, dict) and is_int(d.get("id")) and d["id"] >= 0
+                                            and isinstance(d.get("content"), str) for d in added)):
+        raise CheckpointError("tokenizer.json: added_tokens must be a list of {id, content} entries")
+    for data in added:
+        overlay_added(tokens, scores, types, data["id"], data, normalize=False)
 
 
 ARCH = Arch(
