@@ -12,7 +12,7 @@ from conftest import lorapack
 from gguf import GGUFReader
 from reference_math import peft_deltas, rel_err, unpermute
 
-from lorapack.convert.safetensors_io import read_header
+from lorapack.formats.safetensors import read_header
 
 
 def _tree(d):

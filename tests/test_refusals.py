@@ -144,12 +144,17 @@ def test_cli_argument_errors(samples, tmp_path):
 
 
 def test_name_rule(samples, tmp_path):
-    """NAME=PATH only when the text before '=' is a valid name; otherwise the folder's name."""
-    from lorapack.convert.peft import parse_adapter_arg
+    """NAME=PATH only when the text before '=' is a valid name; an existing path is named after its folder;
+    anything else is refused naming the name."""
+    from lorapack.errors import LorapackError
+    from lorapack.names import parse_adapter_arg
 
     assert parse_adapter_arg("chat=/x/y") == ("chat", __import__("pathlib").Path("/x/y"))
-    assert parse_adapter_arg("/x/a=b")[0] == "a_b"
-    assert parse_adapter_arg("-bad=/x/y")[0] == "bad_x_y" or parse_adapter_arg("-bad=/x/y")[0]
+    (tmp_path / "a=b").mkdir()
+    assert parse_adapter_arg(str(tmp_path / "a=b"))[0] == "a_b"
+    for text in ("-bad=/x/y", "/x/a=b", "bad name=/x"):
+        with pytest.raises(LorapackError, match="is invalid"):
+            parse_adapter_arg(text)
 
 
 def test_tied_embedding_lora_refused_by_separate(samples, tmp_path):

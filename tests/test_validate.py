@@ -103,8 +103,8 @@ def test_rslora_scaled_as_plain_lora(good, samples, tmp_path, ref_run):
 
 def test_dropped_pair(good, samples, tmp_path):
     from lorapack.convert.plan import Plan
+    from lorapack.formats.gguf import read_gguf
     from lorapack.pack.gguf_io import write_plan
-    from lorapack.pack.gguf_read import read_gguf
     from lorapack.pack.unpack import _subplan
 
     art = planted(good, tmp_path)
@@ -195,7 +195,7 @@ def test_report_is_stable_and_junit_written(good, samples, tmp_path):
     reports = []
     for i in range(2):
         validate(good / "sep", samples, LLAMA, ("plain", "rs=rslora"), "--report", tmp_path / f"r{i}.json",
-                 "--junit", tmp_path / "j.xml", "--seed", "7", check=0)
+                 "--junit", tmp_path / "j.xml", "--seed", "7", "--force", check=0)
         r = json.loads((tmp_path / f"r{i}.json").read_text())
         r.pop("timing")
         reports.append(r)
@@ -219,8 +219,8 @@ def _lora_b(path) -> dict[str, tuple]:
 
 
 def _drop(path, stem, tmp_path):
+    from lorapack.formats.gguf import read_gguf
     from lorapack.pack.gguf_io import write_plan
-    from lorapack.pack.gguf_read import read_gguf
     from lorapack.pack.unpack import _subplan
 
     plan = _subplan(read_gguf(path), lambda k: True, lambda t: not t.startswith(stem + "."))
