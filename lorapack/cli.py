@@ -267,9 +267,9 @@ def compare(base, adapters, out, outtype, no_runtime, force):
     prompt and decode tokens/s, adapter switching cost and runtime-vs-merged logit agreement.
     The llama.cpp measurements need llama-cpp-python (lorapack[llama]); the chart needs matplotlib
     (lorapack[plot]) and is skipped with a note without it."""
+    from lorapack.compare import compare as run_compare
+    from lorapack.compare import table, written
     from lorapack.names import parse_adapter_arg
-    from lorapack.validate.compare import compare as run_compare
-    from lorapack.validate.compare import table, written
 
     report = run_compare(base, [parse_adapter_arg(a) for a in adapters], out, outtype, not no_runtime, force)
     echo(table(report))

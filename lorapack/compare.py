@@ -15,10 +15,9 @@ import numpy as np
 from lorapack.build import BuildRequest, run_build
 from lorapack.errors import LorapackError
 from lorapack.outputs import staged
-
-from .reference import PeftReference, Source
-from .run import Request, check_artifact
-from .tolerances import parse
+from lorapack.validate.reference import PeftReference, Source
+from lorapack.validate.run import Request, check_artifact
+from lorapack.validate.tolerances import parse
 
 PROMPT, DECODE = 64, 32
 
