@@ -178,7 +178,29 @@ def qwen2(out: Path) -> None:
     make_adapter(model, out / "adapters" / "alpha_pattern", 41, alpha_pattern={"k_proj": 64})
 
 
-ARCHS = {"llama": llama, "phi3": phi3, "gemma3": gemma3, "qwen2": qwen2}
+def qwen3(out: Path) -> None:
+    """Explicit head_dim (32) different from hidden / heads (16), untied head: the shapes of real Qwen3."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    base = out / "base"
+    ids = {"unk": 0, "bos": 1, "eos": 2}
+    train_spm(base, 512, ["<|im_start|>", "<|im_end|>", "<think>", "</think>"], ids)
+    write_tokenizer_config(base, {"bos_token": None, "eos_token": "<|im_end|>", "unk_token": "<unk>"},
+                           {3: ("<|im_start|>", True), 4: ("<|im_end|>", True), 5: ("<think>", False),
+                            6: ("</think>", False)}, tokenizer_class="Qwen2Tokenizer")
+    torch.manual_seed(5)
+    cfg = Qwen3Config(vocab_size=512, head_dim=32, rms_norm_eps=1e-6, rope_theta=1_000_000.0, eos_token_id=4,
+                      tie_word_embeddings=False, **TINY)
+    model = Qwen3ForCausalLM(cfg)
+    with torch.no_grad():  # non-trivial q/k norms, so that dropping or misplacing them shows
+        for layer in model.model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", 50)
+
+
+ARCHS = {"llama": llama, "phi3": phi3, "gemma3": gemma3, "qwen2": qwen2, "qwen3": qwen3}
 
 # a sample is rebuilt when this script changes
 STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

@@ -33,6 +33,7 @@ build_all llama $OUT/llama/base $OUT/llama/adapters/{plain,rslora,patterns,embed
 build_all phi3 $OUT/phi3/base $OUT/phi3/adapters/{plain,rslora}
 build_all gemma3 $OUT/gemma3/base $OUT/gemma3/adapters/plain
 build_all qwen2 $OUT/qwen2/base $OUT/qwen2/adapters/{plain,alpha_pattern}
+build_all qwen3 $OUT/qwen3/base $OUT/qwen3/adapters/plain
 build_all gemma3-270m $OUT/gemma3-270m/base tuned=$OUT/gemma3-270m/adapters/tuned
 echo
 $L inspect "$REPORT/gemma3-270m.separate"

@@ -20,5 +20,6 @@ gate llama $S/llama/base plain=$S/llama/adapters/plain rs=$S/llama/adapters/rslo
 gate phi3 $S/phi3/base plain=$S/phi3/adapters/plain
 gate gemma3 $S/gemma3/base plain=$S/gemma3/adapters/plain
 gate qwen2 $S/qwen2/base plain=$S/qwen2/adapters/plain ap=$S/qwen2/adapters/alpha_pattern
+gate qwen3 $S/qwen3/base plain=$S/qwen3/adapters/plain
 gate gemma3-270m $S/gemma3-270m/base tuned=$S/gemma3-270m/adapters/tuned
 echo "release gate: every sample artifact validated (JUnit in reports/)"

@@ -228,7 +228,7 @@ def _drop(path, stem, tmp_path):
     shutil.move(tmp_path / "dropped.gguf", path)
 
 
-@pytest.mark.parametrize("arch", ["phi3", "gemma3", "qwen2"])
+@pytest.mark.parametrize("arch", ["phi3", "gemma3", "qwen2", "qwen3"])
 def test_planted_defects_every_architecture(samples, tmp_path, arch):
     """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
     own tensor or key, so each must be named on its own)."""
@@ -255,11 +255,15 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
                  lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype))
     patch_tensor(tmp_path / "art" / "base.gguf", "blk.1.ffn_down.weight", lambda d: d * np.float16(1.05))
     patch_key(tmp_path / "art" / "base.gguf", f"{arch}.block_count", 7)
+    specific = []
+    if arch == "qwen3":  # its own feature: per-head q/k norms; a converter that drops one must be caught
+        _drop(tmp_path / "art" / "base.gguf", "blk.0.attn_q_norm", tmp_path)
+        specific = ["model.layers.0.self_attn.q_norm.weight"]
     proc = lorapack("validate", tmp_path / "art", "--base", base, *ads, "--quiet", check=False)
     print(proc.stdout[-3000:])
     hf_dropped = "model.layers." + dropped.split(".")[1]
     expect_named(proc, scaled, zeroed, swap_a, swap_b, hf_dropped, "two: adapter.lora.alpha", "token_embd.weight",
-                 "blk.1.ffn_down.weight", f"{arch}.block_count")
+                 "blk.1.ffn_down.weight", f"{arch}.block_count", *specific)
     # q8_0 data corrupted (an adapter from another base is caught by the fingerprint, as in the llama test)
     lorapack("build", base, f"one={plain}", "-o", tmp_path / "q8", "--layout", "separate", "--outtype", "q8_0")
     patch_tensor(tmp_path / "q8" / "base.gguf", "blk.0.ffn_up.weight", lambda d: d[..., ::-1].copy())

@@ -18,7 +18,8 @@ from .reference import PeftReference, Source
 from .tolerances import Tol, for_type
 
 ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Phi3ForCausalLM": "phi3",
-         "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3", "Qwen2ForCausalLM": "qwen2"}
+         "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3", "Qwen2ForCausalLM": "qwen2",
+         "Qwen3ForCausalLM": "qwen3"}
 ROW_BLOCK = 16384
 
 
