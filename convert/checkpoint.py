@@ -90,7 +90,8 @@ def index_tensors(path: Path) -> dict[str, TensorRef]:
     tensors: dict[str, TensorRef] = {}
     for part in parts:
         if not (path / part).is_file():
-            raise CheckpointError(f"shard {part} listed in {INDEX_NAME} is missing")
+            raise CheckpointError(f"shard {part} listed in {INDEX_NAME} is missing" if weight_map
+                                  else f"{path / part} is not a regular file")
         for name, ref in read_header(path / part).items():
             if name in tensors:
                 raise CheckpointError(f"tensor {name} is stored twice ({tensors[name].path.name}, {part})")

@@ -32,7 +32,9 @@ class HParams:
         return default
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)
+        """The value, or `default` when the key is absent or null (null in config.json means "not set")."""
+        value = self.raw.get(key)
+        return default if value is None else value
 
     @property
     def rope_full(self) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def flatten(config: dict[str, Any], defaults: dict[str, Any]) -> HParams:
     """`defaults`: what transformers' config class fills in when config.json omits a key; a callable default
     is computed from the other hyper-parameters."""
     hp = dict(config)
-    if "text_config" in hp:
+    if isinstance(hp.get("text_config"), dict):
         hp = {**hp, **hp["text_config"]}
     for key, value in defaults.items():
         if hp.get(key) is None and key != "rope_theta":
@@ -124,6 +126,8 @@ def rope_scaling(A: str, h: HParams) -> list[KV]:
         return [string(Keys.Rope.SCALING_TYPE.format(arch=A), "linear"),
                 f32(Keys.Rope.SCALING_FACTOR.format(arch=A), factor)]
     if rope_type == "yarn" and factor is not None:
+        if rp.get("original_max_position_embeddings") is None:
+            raise CheckpointError("config.json: yarn rope scaling needs original_max_position_embeddings")
         kv = [string(Keys.Rope.SCALING_TYPE.format(arch=A), "yarn"),
               f32(Keys.Rope.SCALING_FACTOR.format(arch=A), factor),
               u32(Keys.Rope.SCALING_ORIG_CTX_LEN.format(arch=A), rp["original_max_position_embeddings"])]

@@ -134,6 +134,8 @@ def parse_scales(values: tuple[str, ...]) -> dict[str, float]:
             s = math.nan
         if not sep or not math.isfinite(s) or abs(s) > SCALE_LIMIT:
             raise LorapackError(f"--scale {v!r} is not NAME=NUMBER with a finite number within ±{SCALE_LIMIT:g}")
+        if name in scales:
+            raise LorapackError(f"--scale gives adapter {name} twice")
         scales[name] = s
     return scales
 

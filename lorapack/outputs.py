@@ -47,15 +47,26 @@ def check_output(out: Path, force: bool, kind: str = "file", inputs: tuple[Path,
     out = output_path(out)
     if not out.parent.is_dir():
         raise LorapackError(f"output folder {out.parent} does not exist")
-    for p in inputs:
-        p = Path(os.path.abspath(p))
-        if p == out or out in p.parents:
-            raise LorapackError(f"output {out} would replace the input {p}", hint="choose another output path")
-    if os.path.lexists(out):
-        if not force:
-            raise LorapackError(f"{out} already exists", hint="pass --force to replace it")
+    exists = os.path.lexists(out)
+    if exists and not force:
+        raise LorapackError(f"{out} already exists", hint="pass --force to replace it")
+    _spare_inputs(out, exists, inputs)
+    if exists:
         _replaceable(out, kind)
     return out
+
+
+def _spare_inputs(out: Path, exists: bool, inputs: tuple[Path, ...]) -> None:
+    """Never the input itself, a folder holding it, or (with --force) an existing file inside an input folder;
+    compared by real path, so a symlink cannot hide an input."""
+    target = Path(os.path.realpath(out.parent)) / out.name  # what placement replaces (a link itself, if one)
+    for p in inputs:
+        real = Path(os.path.realpath(p))
+        if real == target or target in real.parents or real == Path(os.path.realpath(out)):
+            raise LorapackError(f"output {out} would replace the input {p}", hint="choose another output path")
+        if exists and real in target.parents:
+            raise LorapackError(f"output {out} would replace a file inside the input folder {p}",
+                                hint="choose another output path")
 
 
 def _replaceable(path: Path, kind: str) -> None:

@@ -29,6 +29,7 @@ _NUMPY = {VT.INT32: "<i4", VT.UINT32: "<u4", VT.FLOAT32: "<f4", VT.INT64: "<i8",
           VT.UINT8: "u1", VT.INT8: "i1", VT.BOOL: "?"}
 ALIGN = GGUF_DEFAULT_ALIGNMENT
 _U64 = struct.Struct("<Q")
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _str(s: str | bytes) -> bytes:
@@ -46,13 +47,21 @@ def _value(vtype: VT, value, sub: VT | None) -> bytes:
             lens = map(_U64.pack, map(len, enc))
             return head + b"".join(itertools.chain.from_iterable(zip(lens, enc)))
         return head + np.asarray(value, dtype=_NUMPY[sub]).tobytes()
+    if vtype == VT.FLOAT32 and not abs(value) <= _F32_MAX:  # struct packs inf silently, refuses only overflow
+        raise OverflowError("not a finite float32")
     return struct.pack(_SCALAR[vtype], value)
 
 
 def encode_kv(kv: KV) -> bytes:
     if kv.raw is not None:
         return _str(kv.key) + kv.raw
-    return _str(kv.key) + struct.pack("<I", int(kv.vtype)) + _value(kv.vtype, kv.value, kv.sub_type)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return _str(kv.key) + struct.pack("<I", int(kv.vtype)) + _value(kv.vtype, kv.value, kv.sub_type)
+    except (struct.error, OverflowError, FloatingPointError, ValueError, TypeError) as e:
+        # a value from a config that the key's type cannot hold (rope_theta 1e300 as float32, a count past 2^32)
+        raise LorapackError(f"metadata {kv.key}: {str(kv.value)[:40]} does not fit {kv.vtype.name}"
+                            f"{'[' + kv.sub_type.name + ']' if kv.sub_type is not None else ''} ({e})") from None
 
 
 def _pad(n: int) -> int:

@@ -17,21 +17,21 @@ def describe_file(path: Path) -> dict:
     base_tensors = [t for t in f.tensors if not t.name.startswith(ADAPTER_NS)]
     info = {
         "path": str(path),
-        "architecture": f.get("general.architecture"),
-        "type": f.get("general.type"),
+        "architecture": f.typed("general.architecture", "str"),
+        "type": f.typed("general.type", "str"),
         "tensors": len(f.tensors),
         "bytes": path.stat().st_size,
         "tensor_types": dict(Counter(t.qtype.name for t in base_tensors)),
-        "base_fingerprint": f.get("lorapack.base.fingerprint"),
+        "base_fingerprint": f.typed("lorapack.base.fingerprint", "str"),
     }
-    if f.get("general.type") == "adapter":
-        info["adapter"] = _adapter(lambda k: f.get(k), f.tensors)
+    if info["type"] == "adapter":
+        info["adapter"] = _adapter(lambda k, kind: f.typed(k, kind), f.tensors)
     if adapters:
         info["layout"] = "combined"
-        info["adapters"] = {n: _adapter(lambda k, n=n: f.get(f"{COMBINED}{n}.{k}"),
+        info["adapters"] = {n: _adapter(lambda k, kind, n=n: f.typed(f"{COMBINED}{n}.{k}", kind),
                                         [t for t in f.tensors if t.name.startswith(f"{ADAPTER_NS}{n}.")])
                             for n in adapters}
-    elif f.get("lorapack.merged.adapters"):
+    elif "lorapack.merged.adapters" in f.fields:
         info["layout"] = "merged"
         info["merged"] = dict(zip(adapter_names(f, "lorapack.merged.adapters"),
                                   f.typed("lorapack.merged.scales", "float[]", [])))
@@ -39,10 +39,11 @@ def describe_file(path: Path) -> dict:
 
 
 def _adapter(get, tensors) -> dict:
-    return {"name": get("lorapack.adapter.name"), "alpha": get("adapter.lora.alpha"),
-            "rank": get("lorapack.adapter.rank"), "targets": get("lorapack.adapter.targets"),
+    """`get(key, kind)`: the typed value (lorapack.formats.gguf.GGUFFile.typed) under the adapter's namespace."""
+    return {"name": get("lorapack.adapter.name", "str"), "alpha": get("adapter.lora.alpha", "float"),
+            "rank": get("lorapack.adapter.rank", "int"), "targets": get("lorapack.adapter.targets", "str[]"),
             "tensors": len(tensors), "tensor_types": dict(Counter(t.qtype.name for t in tensors)),
-            "base_fingerprint": get("lorapack.base.fingerprint")}
+            "base_fingerprint": get("lorapack.base.fingerprint", "str")}
 
 
 def describe(target: Path) -> dict:

@@ -405,3 +405,103 @@ def test_validate_truncated_artifact_is_a_failure_not_a_crash(samples, tmp_path,
                     f"chat={samples / 'llama' / 'adapters' / 'plain'}", "--quiet", check=False)
     print(proc.stdout[-800:], proc.stderr[-800:])
     assert proc.returncode == 1 and "FAIL" in proc.stdout and "Traceback" not in proc.stderr
+
+
+# --- found by an adversarial review: each was an internal error (exit 3), a warning on stderr or a lost input ----
+
+@pytest.mark.parametrize("arch,edit", [
+    ("llama", {"text_config": None}),
+    ("gemma3", {"num_attention_heads": None}),
+    ("llama", {"rope_parameters": {"rope_type": "yarn", "factor": 2.0}}),
+    ("qwen2", {"rope_scaling": {"type": "yarn", "factor": 2.0, "original_max_position_embeddings": None}}),
+    ("llama", {"rope_parameters": {"rope_theta": 1e300}}),
+    ("llama", {"rope_parameters": {"full_attention": 5}}),
+    ("phi3", {"rope_scaling": {"type": "linear", "factor": 2.0}}),
+])
+def test_config_shapes_that_crashed(samples, tmp_path, arch, edit):
+    base = copy(samples, tmp_path, arch=arch)
+    cfg = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**cfg, **edit}))
+    proc = lorapack("build", base, "-o", tmp_path / "o.gguf", check=False)
+    if proc.returncode != 0:
+        one_error(proc, 2)
+    assert "Warning" not in proc.stderr
+
+
+@pytest.mark.parametrize("change", [{"lora_alpha": 1e39}, {"alpha_pattern": {"q_proj": 1e300}}])
+def test_overflowing_alphas_refused_in_one_line(samples, tmp_path, change):
+    ad = copy(samples, tmp_path, "adapter", name="patterns")
+    cfg = json.loads((ad / "adapter_config.json").read_text())
+    (ad / "adapter_config.json").write_text(json.dumps({**cfg, **change}))
+    for layout in ("combined", "merged"):
+        one_error(lorapack("build", samples / "llama" / "base", ad, "--layout", layout, "-o", tmp_path / "o.gguf",
+                           check=False), 2, next(iter(change)))
+
+
+def test_force_never_replaces_files_inside_inputs(samples, tmp_path, combined):
+    base, ad = copy(samples, tmp_path), copy(samples, tmp_path, "adapter")
+    weights = (base / "model.safetensors").read_bytes()
+    for target in (base / "model.safetensors", ad / "adapter_config.json"):
+        one_error(lorapack("build", base, ad, "-o", target, "--force", check=False), 2, "inside the input")
+    one_error(lorapack("validate", combined, "--base", base, f"chat={ad}", "--report", base / "model.safetensors",
+                       "--force", check=False), 2, "inside the input")
+    link = tmp_path / "link.gguf"
+    link.symlink_to(combined)
+    one_error(lorapack("validate", link, "--base", base, f"chat={ad}", "--report", combined, "--force",
+                       check=False), 2, "replace the input")
+    assert (base / "model.safetensors").read_bytes() == weights
+
+
+def test_symlink_cannot_hide_an_input_inside_the_output(samples, tmp_path):
+    ad = samples / "llama" / "adapters" / "plain"
+    out = tmp_path / "out"
+    lorapack("build", samples / "llama" / "base", ad, "--layout", "separate", "-o", out)
+    shutil.copytree(samples / "llama" / "base", out / "base3")
+    (tmp_path / "ol").symlink_to(out)
+    one_error(lorapack("build", tmp_path / "ol" / "base3", ad, "--layout", "separate", "-o", out, "--force",
+                       check=False), 2, "replace the input")
+    assert (out / "base3" / "config.json").is_file()
+
+
+def test_validate_checks_what_llama_cpp_requires_of_an_adapter(samples, tmp_path):
+    from lorapack.convert.plan import string
+
+    L = samples / "llama"
+    lorapack("build", L / "base", f"a={L / 'adapters' / 'plain'}", "--layout", "separate", "-o", tmp_path / "s")
+    ad = tmp_path / "s" / "adapters" / "a.gguf"
+    for key, value in (("general.type", "model"), ("adapter.type", "ia3"), ("general.architecture", "phi3")):
+        shutil.copy(ad, tmp_path / "orig.gguf")
+        rewrite_gguf(tmp_path / "orig.gguf", ad, **{key.replace(".", "_"): string(key, value)})
+        proc = lorapack("validate", tmp_path / "s", "--base", L / "base", f"a={L / 'adapters' / 'plain'}",
+                        "--quiet", check=False)
+        assert proc.returncode == 1 and f"a: {key}" in proc.stdout, proc.stdout
+        shutil.copy(tmp_path / "orig.gguf", ad)
+
+
+@pytest.mark.parametrize("bad", ["X=1", "=1", "F16=-1", "F16=nan", "F16=inf", "F16=1e400"])
+def test_bad_tolerances_refused(bad):
+    from lorapack.errors import LorapackError
+    from lorapack.validate.tolerances import parse
+
+    with pytest.raises(LorapackError, match="tolerance"):
+        parse((bad,))
+
+
+def test_scale_given_twice_refused(samples, tmp_path):
+    one_error(lorapack("build", samples / "llama" / "base", samples / "llama" / "adapters" / "plain", "--layout",
+                       "merged", "--scale", "plain=1", "--scale", "plain=2", "-o", tmp_path / "o.gguf",
+                       check=False), 2, "twice")
+
+
+def test_inspect_wrong_key_type_in_a_separate_folder(samples, tmp_path):
+    from gguf import GGUFValueType as VT
+
+    from lorapack.convert.plan import array
+
+    L = samples / "llama"
+    lorapack("build", L / "base", f"a={L / 'adapters' / 'plain'}", "--layout", "separate", "-o", tmp_path / "s")
+    ad = tmp_path / "s" / "adapters" / "a.gguf"
+    shutil.copy(ad, tmp_path / "orig.gguf")
+    rewrite_gguf(tmp_path / "orig.gguf", ad,
+                 lorapack_base_fingerprint=array("lorapack.base.fingerprint", ["x"], VT.STRING))
+    one_error(lorapack("inspect", tmp_path / "s", check=False), 2, "lorapack.base.fingerprint")

@@ -87,8 +87,10 @@ def open_artifact(path: Path) -> Artifact:
     path = Path(path)
     if path.is_dir():
         return _separate(path)
-    if not path.is_file():
+    if not path.exists():
         raise LorapackError(f"artifact {path} does not exist")
+    if not path.is_file():
+        raise CorruptGGUF(f"artifact {path} is not a regular file")
     f = read_gguf(path)
     if names := adapter_names(f, COMBINED + "adapters"):
         views = {n: AdapterView(n, f, f"{COMBINED}{n}.", f"{NS}{n}.") for n in names}

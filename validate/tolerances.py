@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gguf import GGMLQuantizationType
+
 from lorapack.errors import LorapackError
 
 
@@ -30,6 +32,7 @@ DEFAULTS = {
     "Q4_K": Tol(0.12), "Q3_K": Tol(0.25), "Q2_K": Tol(0.45),
 }
 OTHER = Tol(0.5)
+_KNOWN = {t.name for t in GGMLQuantizationType}
 
 
 def parse(values: tuple[str, ...]) -> dict[str, Tol]:
@@ -38,11 +41,14 @@ def parse(values: tuple[str, ...]) -> dict[str, Tol]:
         name, sep, spec = v.partition("=")
         rtol, _, atol = spec.partition(":")
         try:
-            table[name.upper()] = Tol(float(rtol), float(atol) if atol else 0.0)
+            tol = Tol(float(rtol), float(atol) if atol else 0.0)
         except ValueError:
-            raise LorapackError(f"--tolerance {v!r} is not TYPE=RTOL[:ATOL]") from None
-        if not sep:
-            raise LorapackError(f"--tolerance {v!r} is not TYPE=RTOL[:ATOL]")
+            tol = None
+        if not sep or tol is None or not all(0 <= x < 1e3 for x in (tol.rtol, tol.atol)):  # NaN fails too
+            raise LorapackError(f"--tolerance {v!r} is not TYPE=RTOL[:ATOL] with finite non-negative numbers")
+        if name.upper() not in _KNOWN:
+            raise LorapackError(f"--tolerance {v!r}: unknown type {name!r}", hint=f"types: {', '.join(DEFAULTS)}")
+        table[name.upper()] = tol
     return table
 
 

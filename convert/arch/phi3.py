@@ -36,13 +36,19 @@ def metadata(h, file_type: int) -> list:
         u32(Keys.Attention.HEAD_COUNT_KV.format(arch=A), h.find(["num_key_value_heads", "n_head_kv"])),
         f32(Keys.Attention.LAYERNORM_RMS_EPS.format(arch=A), h.find(["rms_norm_eps"])),
         u32(Keys.Rope.DIMENSION_COUNT.format(arch=A), _rope_dims(h)),
-        f32(Keys.Rope.FREQ_BASE.format(arch=A), h.rope_full["rope_theta"]),
+        f32(Keys.Rope.FREQ_BASE.format(arch=A), _rope_theta(h)),
         u32(Keys.General.FILE_TYPE, file_type),
         u32(Keys.Attention.SLIDING_WINDOW.format(arch=A), h.get("sliding_window") or 0),
     ]
     if (attn := _attn_factor(h)) is not None:
         kv.append(f32(Keys.Rope.SCALING_ATTN_FACTOR.format(arch=A), attn))
     return kv
+
+
+def _rope_theta(h) -> float:
+    if (theta := h.rope_full.get("rope_theta")) is None:
+        raise CheckpointError("config.json gives no rope_theta (a legacy rope_scaling replaces rope_parameters)")
+    return theta
 
 
 def _attn_factor(h) -> float | None:

@@ -75,6 +75,8 @@ def _rope(r: Any, name: str) -> list[str]:
         return [f"{name} is {describe(r)}; expected an object"]
     if all(isinstance(v, dict) for v in r.values()) and r:  # per attention type (Gemma 3)
         return [p for k, v in r.items() for p in _rope(v, f"{name}.{k}")]
+    if bad := [k for k in ("full_attention", "sliding_attention") if k in r]:
+        return [f"{name}.{bad[0]} must be an object, beside other attention types"]
     problems = []
     for key in ("rope_type", "type"):
         if r.get(key) is not None and not isinstance(r[key], str):

@@ -22,6 +22,11 @@ PART = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A\.weight|lora_B\.weight|lor
                   r"lora_embedding_B|lora_magnitude_vector(?:\.weight)?|modules_to_save\.weight|weight|bias)$")
 MATCH_SECONDS = 0.05  # per match: real patterns take microseconds on module names
 MAX_RANK = 1 << 16
+MAX_ALPHA = 1e6  # real alphas are at most a few thousand; beyond this the float32 scaling overflows
+
+
+def _alpha(v: Any) -> bool:
+    return is_number(v) and abs(v) <= MAX_ALPHA
 
 
 def split_key(key: str) -> tuple[str, str] | None:
@@ -38,7 +43,7 @@ def check_adapter_config(c: dict[str, Any]) -> list[str]:
     for key, ok, want in (
         ("peft_type", lambda v: isinstance(v, str), "a string"),
         ("r", lambda v: is_int(v) and 0 < v <= MAX_RANK, f"an integer from 1 to {MAX_RANK}"),
-        ("lora_alpha", is_number, "a finite number"),
+        ("lora_alpha", _alpha, f"a number within ±{MAX_ALPHA:g}"),
         ("use_rslora", lambda v: isinstance(v, bool), "true or false"),
         ("use_dora", lambda v: isinstance(v, bool), "true or false"),
         ("fan_in_fan_out", lambda v: isinstance(v, bool), "true or false"),
@@ -48,8 +53,8 @@ def check_adapter_config(c: dict[str, Any]) -> list[str]:
         ("layers_pattern", _names_or_regex, "a string or a list of strings"),
         ("layers_to_transform", lambda v: is_int(v) or (isinstance(v, list) and all(map(is_int, v))),
          "an integer or a list of integers"),
-        ("alpha_pattern", lambda v: isinstance(v, dict) and all(map(is_number, v.values())),
-         "a map of patterns to finite numbers"),
+        ("alpha_pattern", lambda v: isinstance(v, dict) and all(map(_alpha, v.values())),
+         f"a map of patterns to numbers within ±{MAX_ALPHA:g}"),
         ("rank_pattern", lambda v: isinstance(v, dict) and all(is_int(x) and 0 < x <= MAX_RANK
                                                                  for x in v.values()),
          f"a map of patterns to integers from 1 to {MAX_RANK}"),
