@@ -20,7 +20,8 @@ from .types import direct_encoder, file_type, stored_type
 from .vocab import load_tokenizer_json, release_tokenizers
 
 # multimodal towers llama.cpp leaves out of the text model
-_SKIP_PREFIXES = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision")
+SKIP_PREFIXES = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision",
+                 "model.multi_modal_projector.", "model.audio_tower.")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class BaseModel:
     arch: Arch
     h: HParams
     _vocab_rows: int | None = None
+    _by_gguf: dict[str, str] | None = None
 
     @property
     def n_head(self) -> int:
@@ -52,6 +54,26 @@ class BaseModel:
 
     def map_name(self, hf_name: str) -> tuple[str, int | None] | None:
         return self.arch.map_name(hf_name)
+
+    def checkpoint_name(self, hf_name: str) -> str | None:
+        """The checkpoint's own name for the weight a module name refers to. Names differ between the two:
+        transformers 5 (and so PEFT) calls Gemma 3's text layers model.language_model.layers.N while the
+        checkpoint stores language_model.model.layers.N; both map to one GGUF name. A tied head is the virtual
+        'lm_head.weight'."""
+        if hf_name in self.ckpt.tensors:
+            return hf_name
+        if (mapped := self.map_name(hf_name)) is None:
+            return None
+        if self._by_gguf is None:
+            self._by_gguf = {m[0]: n for n in self.ckpt.tensors if not n.startswith(SKIP_PREFIXES)
+                             and (m := self.map_name(n))}
+        if mapped[0] == "output.weight" and mapped[0] not in self._by_gguf:
+            return "lm_head.weight" if "token_embd.weight" in self._by_gguf else None
+        return self._by_gguf.get(mapped[0])
+
+    @property
+    def embedding_name(self) -> str:
+        return self.checkpoint_name("model.embed_tokens.weight") or "model.embed_tokens.weight"
 
 
 def resolve(ckpt: BaseCheckpoint) -> BaseModel:
@@ -102,7 +124,7 @@ def base_tensors(model: BaseModel, outtype: QT, deltas: dict[str, Delta], n_voca
                  ) -> list[PlannedTensor]:
     out, unmapped = [], []
     for hf_name, ref in model.ckpt.tensors.items():
-        if hf_name.endswith(model.arch.skip) or hf_name.startswith(_SKIP_PREFIXES):
+        if hf_name.endswith(model.arch.skip) or hf_name.startswith(SKIP_PREFIXES):
             continue
         mapped = model.map_name(hf_name)
         if mapped is None:

@@ -19,15 +19,16 @@ from lorapack.formats.jsonfile import read_json
 from lorapack.formats.peft_config import check_adapter_config, lora_alpha, module_alpha, module_rank, split_key
 from lorapack.formats.safetensors import FLOAT_DTYPES, TensorRef, read_header, to_f32
 
-from .base import BaseModel
+from .base import SKIP_PREFIXES, BaseModel
 
 
 @dataclass
 class LoraModule:
     """One adapted module: its LoRA factors and where it lands in the base model."""
 
-    module: str  # HF module name, e.g. model.layers.0.self_attn.q_proj
+    module: str  # HF module name as PEFT names it, e.g. model.layers.0.self_attn.q_proj
     base_name: str  # GGUF base tensor, e.g. blk.0.attn_q.weight
+    weight_name: str  # the base weight's name in the checkpoint (may differ from module + '.weight')
     a: TensorRef  # (r, in) — for embeddings lora_embedding_A: (r, vocab)
     b: TensorRef  # (out, r) — for embeddings lora_embedding_B: (dim, r)
     rank: int
@@ -160,6 +161,10 @@ def _modules(config: dict, tensors: dict[str, TensorRef], model: BaseModel):
             continue
         parts.setdefault(split[0], {})[split[1]] = ref
     modules, full = [], {}
+    if tower := [m for m in parts if m.startswith(SKIP_PREFIXES) or ".vision_tower." in m]:
+        problems.append(f"LoRA on the vision tower ({len(tower)} modules, e.g. {tower[0]}) is not supported: "
+                        "llama.cpp applies adapters to the text model only (images go through its mmproj)")
+        parts = {m: k for m, k in parts.items() if m not in tower}
     for module, kinds in parts.items():
         if "modules_to_save" in kinds or ("weight" in kinds and "lora_A" not in kinds):
             full[f"{module}.weight"] = kinds.get("modules_to_save", kinds.get("weight"))
@@ -187,17 +192,17 @@ def _check_full(full: dict[str, TensorRef], model: BaseModel, problems: list[str
         elif base.shape != ref.shape:
             problems.append(f"modules_to_save tensor {name} has shape {list(ref.shape)}, base has {list(base.shape)}")
         elif not np.array_equal(_work(ref), _work(base)):
-            kept[name] = ref
+            kept[model.checkpoint_name(name)] = ref
     return kept
 
 
 def _base_ref(model: BaseModel, weight_name: str) -> TensorRef | None:
-    tensors = model.ckpt.tensors
-    if weight_name in tensors:
-        return tensors[weight_name]
-    if weight_name == "lm_head.weight" and model.h.get("tie_word_embeddings", True):
-        return tensors.get("model.embed_tokens.weight")  # tied: lm_head shares the embedding matrix
-    return None
+    name = model.checkpoint_name(weight_name)
+    if name == "lm_head.weight" and name not in model.ckpt.tensors:
+        if model.h.get("tie_word_embeddings", True):
+            return model.ckpt.tensors.get(model.embedding_name)  # tied: lm_head shares the embedding matrix
+        return None
+    return model.ckpt.tensors.get(name) if name else None
 
 
 def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: BaseModel) -> LoraModule:
@@ -228,5 +233,5 @@ def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: 
     magnitude = kinds.get("lora_magnitude_vector") if config.get("use_dora") else None
     if config.get("use_dora") and magnitude is None:
         raise AdapterError(f"{module}: use_dora is set but the magnitude vector is missing")
-    return LoraModule(module, mapped[0], a, b, rank, alpha, scale, emb, model.qk_heads(f"{module}.weight"),
-                      magnitude)
+    return LoraModule(module, mapped[0], model.checkpoint_name(f"{module}.weight"), a, b, rank, alpha, scale, emb,
+                      model.qk_heads(f"{module}.weight"), magnitude)

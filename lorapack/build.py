@@ -79,26 +79,27 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
             problems += e.problems
     if problems:
         raise LorapackError(*problems, hint="nothing was written")
+    notes = _notes(model)
     if req.adapters_only:
-        return _write_adapters_only(req, model, adapters, adapter_outtype, progress)
+        return _write_adapters_only(req, model, adapters, adapter_outtype, progress) + notes
     if req.layout == "separate":
         with staged(req.out, req.force, "dir", (req.base, *(a.path for a in adapters))) as tmp:
             bar = progress(0)
             written = write_separate(tmp, model, adapters, outtype, adapter_outtype, bar)
             bar.close()
         return [f"wrote {req.out}/ (separate layout)", "run it with:"] + [
-            "  " + line.replace(str(tmp), str(req.out)) for line in written.notes]
+            "  " + line.replace(str(tmp), str(req.out)) for line in written.notes] + notes
     plan = (combined_plan(model, adapters, outtype, adapter_outtype) if req.layout == "combined"
             else merged_plan(model, adapters, req.scales, outtype))
     with staged(req.out, req.force, "file", (req.base, *(a.path for a in adapters))) as tmp:
         bar = progress(total_bytes([plan]))
         write_plan(tmp, plan, bar)
         bar.close()
-    notes = [f"wrote {req.out} ({req.layout} layout, {len(plan.tensors)} tensors)"]
+    lines = [f"wrote {req.out} ({req.layout} layout, {len(plan.tensors)} tensors)"]
     if req.layout == "combined" and adapters:
-        notes += ["llama.cpp loads models without extra tensors; to run it, unpack it first:",
+        lines += ["llama.cpp loads models without extra tensors; to run it, unpack it first:",
                   f"  lorapack unpack {req.out} -o {req.out.with_suffix('')}-separate"]
-    return notes
+    return lines + notes
 
 
 def _write_adapters_only(req: BuildRequest, model, adapters, adapter_outtype, progress) -> list[str]:
@@ -113,3 +114,10 @@ def _write_adapters_only(req: BuildRequest, model, adapters, adapter_outtype, pr
     bar.close()
     return [f"wrote {len(plans)} adapter file(s) in {req.out / 'adapters'}/"] + [
         f"  llama-server -m BASE.gguf --lora {req.out / 'adapters' / name}.gguf" for name in plans]
+
+
+def _notes(model) -> list[str]:
+    if isinstance(model.ckpt.config.get("vision_config"), dict):
+        return ["note: this base is multimodal; lorapack converts its text model. Images need llama.cpp's "
+                "projector, written by convert_hf_to_gguf.py --mmproj"]
+    return []

@@ -47,7 +47,7 @@ def separate_blockers(adapter: Adapter, model: BaseModel) -> list[str]:
 
 
 def tied(model: BaseModel) -> bool:
-    return "lm_head.weight" not in model.ckpt.tensors
+    return model.checkpoint_name("lm_head.weight") not in model.ckpt.tensors
 
 
 def with_fingerprint(plan: Plan, model: BaseModel) -> Plan:
@@ -137,7 +137,7 @@ def merged_plan(model: BaseModel, adapters: list[Adapter], scales: dict[str, flo
     for hf_name, ref in replaced.items():
         plan.tensors[tensors[hf_name]] = planned(model, model.map_name(hf_name)[0], hf_name, ref, outtype, n_vocab,
                                                  deltas.get(hf_name))
-    embd = "model.embed_tokens.weight"
+    embd = model.embedding_name
     if tied(model) and ({embd, "lm_head.weight"} & (set(deltas) | set(replaced))):
         # tied embeddings, one side adapted: the head becomes its own, untied output.weight
         # (PEFT adapts or replaces the embedding module only; the head keeps the original tied weight)
@@ -163,7 +163,7 @@ def _deltas(model: BaseModel, adapters: list[Adapter], scales: dict[str, float])
                 raise LorapackError(f"two adapters replace {hf_name} (modules_to_save)")
             replaced[hf_name] = ref
         for m in a.modules:
-            terms.setdefault(f"{m.module}.weight", []).append((m, s))
+            terms.setdefault(m.weight_name, []).append((m, s))
     for name, t in terms.items():
         if len(t) > 1 and any(m.magnitude is not None for m, _ in t):
             raise LorapackError(f"{name}: a DoRA adapter cannot be merged together with another adapter on it",

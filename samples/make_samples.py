@@ -160,6 +160,87 @@ def gemma3(out: Path) -> None:
     make_adapter(model, out / "adapters" / "embed", 31, target_modules=["embed_tokens", "q_proj", "v_proj"])
 
 
+def gemma2(out: Path) -> None:
+    """Soft-capping that binds (attention scores and logits of this tiny model exceed the caps) and a sliding
+    window shorter than the test prompts."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    base = out / "base"
+    ids = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
+    train_spm(base, 512, ["<start_of_turn>", "<end_of_turn>"], ids)
+    write_tokenizer_config(base, {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
+                                  "pad_token": "<pad>"},
+                           {0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True)},
+                           tokenizer_class="GemmaTokenizer")
+    torch.manual_seed(7)
+    cfg = Gemma2Config(vocab_size=512, head_dim=32, sliding_window=4, query_pre_attn_scalar=32,
+                       attn_logit_softcapping=1.0, final_logit_softcapping=0.5, pad_token_id=0, eos_token_id=1,
+                       bos_token_id=2, **TINY)
+    model = Gemma2ForCausalLM(cfg)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", 70)
+
+
+def granite(out: Path) -> None:
+    """Every multiplier away from 1, so that a dropped or wrong one changes the logits."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    base = out / "base"
+    train_spm(base, 512, [], SPECIAL_LLAMA)
+    write_tokenizer_config(base, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, {},
+                           tokenizer_class="GPT2Tokenizer")
+    torch.manual_seed(8)
+    cfg = GraniteConfig(vocab_size=512, rms_norm_eps=1e-5, attention_multiplier=0.3, embedding_multiplier=2.0,
+                        residual_multiplier=0.5, logits_scaling=3.0, tie_word_embeddings=True, **TINY)
+    model = GraniteForCausalLM(cfg)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", 80)
+
+
+def smollm3(out: Path) -> None:
+    """Four layers, so that the fourth runs without RoPE (no_rope_layer_interval 4) as in the real model."""
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+
+    base = out / "base"
+    train_spm(base, 512, ["<|im_start|>", "<|im_end|>"], SPECIAL_LLAMA)
+    write_tokenizer_config(base, {"bos_token": "<s>", "eos_token": "<|im_end|>", "unk_token": "<unk>"},
+                           {3: ("<|im_start|>", True), 4: ("<|im_end|>", True)}, tokenizer_class="GPT2Tokenizer")
+    torch.manual_seed(9)
+    cfg = SmolLM3Config(vocab_size=512, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=4, pad_token_id=None,
+                        **{**TINY, "num_hidden_layers": 4})
+    model = SmolLM3ForCausalLM(cfg)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", 90)
+
+
+def gemma3mm(out: Path) -> None:
+    """Gemma3ForConditionalGeneration (Gemma 3 4B/12B/27B's layout): a vision tower beside the text model, the
+    checkpoint naming language_model.model.layers.N, PEFT naming model.language_model.layers.N."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig
+    from transformers.models.siglip import SiglipVisionConfig
+
+    base = out / "base"
+    ids = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
+    train_spm(base, 512, ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>"], ids)
+    write_tokenizer_config(base, {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
+                                  "pad_token": "<pad>"},
+                           {0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True)},
+                           tokenizer_class="GemmaTokenizer")
+    torch.manual_seed(6)
+    # as in Gemma 3: the image soft token lies past the tokenizer's vocabulary (embedding rows llama.cpp trims)
+    text = Gemma3TextConfig(vocab_size=516, head_dim=32, sliding_window=64, query_pre_attn_scalar=32,
+                            **{**TINY, "num_hidden_layers": 3})
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=32, patch_size=8)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=6,
+                       eoi_token_index=7, image_token_index=514, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    model = Gemma3ForConditionalGeneration(cfg)
+    save_model(model, base, torch.bfloat16)
+    text_linear = r".*language_model.*\.(q_proj|v_proj|down_proj)"  # a regex string, as trainers write it
+    make_adapter(model.float(), out / "adapters" / "plain", 60, target_modules=text_linear)
+    make_adapter(model, out / "adapters" / "vision", 61, target_modules=["q_proj", "v_proj"])
+
+
 def qwen2(out: Path) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -200,7 +281,8 @@ def qwen3(out: Path) -> None:
     make_adapter(model.float(), out / "adapters" / "plain", 50)
 
 
-ARCHS = {"llama": llama, "phi3": phi3, "gemma3": gemma3, "qwen2": qwen2, "qwen3": qwen3}
+ARCHS = {"llama": llama, "phi3": phi3, "gemma2": gemma2, "gemma3": gemma3, "gemma3mm": gemma3mm,
+         "granite": granite, "qwen2": qwen2, "qwen3": qwen3, "smollm3": smollm3}
 
 # a sample is rebuilt when this script changes
 STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

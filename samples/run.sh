@@ -32,8 +32,12 @@ echo "== lorapack sample report (outputs in $REPORT)"
 build_all llama $OUT/llama/base $OUT/llama/adapters/{plain,rslora,patterns,embed}
 build_all phi3 $OUT/phi3/base $OUT/phi3/adapters/{plain,rslora}
 build_all gemma3 $OUT/gemma3/base $OUT/gemma3/adapters/plain
+build_all gemma3mm $OUT/gemma3mm/base $OUT/gemma3mm/adapters/plain
 build_all qwen2 $OUT/qwen2/base $OUT/qwen2/adapters/{plain,alpha_pattern}
 build_all qwen3 $OUT/qwen3/base $OUT/qwen3/adapters/plain
+build_all gemma2 $OUT/gemma2/base $OUT/gemma2/adapters/plain
+build_all granite $OUT/granite/base $OUT/granite/adapters/plain
+build_all smollm3 $OUT/smollm3/base $OUT/smollm3/adapters/plain
 build_all gemma3-270m $OUT/gemma3-270m/base tuned=$OUT/gemma3-270m/adapters/tuned
 echo
 $L inspect "$REPORT/gemma3-270m.separate"

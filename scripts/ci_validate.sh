@@ -19,7 +19,11 @@ gate() {  # NAME BASE ADAPTER...
 gate llama $S/llama/base plain=$S/llama/adapters/plain rs=$S/llama/adapters/rslora pat=$S/llama/adapters/patterns
 gate phi3 $S/phi3/base plain=$S/phi3/adapters/plain
 gate gemma3 $S/gemma3/base plain=$S/gemma3/adapters/plain
+gate gemma3mm $S/gemma3mm/base plain=$S/gemma3mm/adapters/plain
 gate qwen2 $S/qwen2/base plain=$S/qwen2/adapters/plain ap=$S/qwen2/adapters/alpha_pattern
 gate qwen3 $S/qwen3/base plain=$S/qwen3/adapters/plain
+gate gemma2 $S/gemma2/base plain=$S/gemma2/adapters/plain
+gate granite $S/granite/base plain=$S/granite/adapters/plain
+gate smollm3 $S/smollm3/base plain=$S/smollm3/adapters/plain
 gate gemma3-270m $S/gemma3-270m/base tuned=$S/gemma3-270m/adapters/tuned
 echo "release gate: every sample artifact validated (JUnit in reports/)"

@@ -7,7 +7,7 @@ import pytest
 from conftest import lorapack
 from gguf_compare import diff
 
-ARCHS = ["llama", "phi3", "gemma3", "qwen2", "qwen3"]
+ARCHS = ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "qwen2", "qwen3", "smollm3"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -29,7 +29,8 @@ def test_base_other_types(samples, ref_run, tmp_path, outtype):
 
 
 ADAPTERS = [("llama", "plain"), ("llama", "embed"), ("phi3", "plain"), ("gemma3", "plain"),
-            ("gemma3", "embed"), ("qwen2", "plain"), ("qwen3", "plain")]
+            ("gemma3", "embed"), ("qwen2", "plain"), ("qwen3", "plain"),
+            ("gemma3mm", "plain"), ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain")]
 
 
 @pytest.mark.parametrize("arch,adapter", ADAPTERS)

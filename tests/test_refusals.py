@@ -161,3 +161,15 @@ def test_tied_embedding_lora_refused_by_separate(samples, tmp_path):
     """llama.cpp reuses token_embd as the output matrix of a tied model and would apply the LoRA there too."""
     refused("build", samples / "gemma3" / "base", samples / "gemma3" / "adapters" / "embed", "-o", tmp_path / "s",
             "--layout", "separate", expect=["tied embeddings"])
+
+
+def test_multimodal_vision_lora_refused_by_name(samples, tmp_path):
+    """Gemma3ForConditionalGeneration: LoRA on the vision tower cannot run in llama.cpp's text model."""
+    refused("build", samples / "gemma3mm" / "base", samples / "gemma3mm" / "adapters" / "vision", "-o",
+            tmp_path / "o.gguf", expect=["vision tower", "model.vision_tower.encoder.layers.0"])
+
+
+def test_multimodal_build_says_images_need_mmproj(samples, tmp_path):
+    proc = lorapack("build", samples / "gemma3mm" / "base", samples / "gemma3mm" / "adapters" / "plain", "-o",
+                    tmp_path / "o.gguf")
+    assert "mmproj" in proc.stdout

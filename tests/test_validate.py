@@ -228,7 +228,7 @@ def _drop(path, stem, tmp_path):
     shutil.move(tmp_path / "dropped.gguf", path)
 
 
-@pytest.mark.parametrize("arch", ["phi3", "gemma3", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["phi3", "gemma2", "gemma3", "gemma3mm", "granite", "qwen2", "qwen3", "smollm3"])
 def test_planted_defects_every_architecture(samples, tmp_path, arch):
     """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
     own tensor or key, so each must be named on its own)."""
@@ -254,18 +254,39 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     patch_tensor(tmp_path / "art" / "base.gguf", "token_embd.weight",
                  lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype))
     patch_tensor(tmp_path / "art" / "base.gguf", "blk.1.ffn_down.weight", lambda d: d * np.float16(1.05))
-    patch_key(tmp_path / "art" / "base.gguf", f"{arch}.block_count", 7)
+    gguf_arch = {"gemma3mm": "gemma3"}.get(arch, arch)  # the multimodal checkpoint's text model is gemma3
+    patch_key(tmp_path / "art" / "base.gguf", f"{gguf_arch}.block_count", 7)
     specific = []
     if arch == "qwen3":  # its own feature: per-head q/k norms; a converter that drops one must be caught
         _drop(tmp_path / "art" / "base.gguf", "blk.0.attn_q_norm", tmp_path)
         specific = ["model.layers.0.self_attn.q_norm.weight"]
+    elif arch == "gemma2":  # a wrong soft-cap
+        patch_key(tmp_path / "art" / "base.gguf", "gemma2.final_logit_softcapping", 30.0)
+        specific = ["gemma2.final_logit_softcapping"]
+    elif arch == "granite":  # a wrong multiplier
+        patch_key(tmp_path / "art" / "base.gguf", "granite.residual_scale", 1.0)
+        specific = ["granite.residual_scale"]
     proc = lorapack("validate", tmp_path / "art", "--base", base, *ads, "--quiet", check=False)
     print(proc.stdout[-3000:])
     hf_dropped = "model.layers." + dropped.split(".")[1]
     expect_named(proc, scaled, zeroed, swap_a, swap_b, hf_dropped, "two: adapter.lora.alpha", "token_embd.weight",
-                 "blk.1.ffn_down.weight", f"{arch}.block_count", *specific)
+                 "blk.1.ffn_down.weight", f"{gguf_arch}.block_count", *specific)
     # q8_0 data corrupted (an adapter from another base is caught by the fingerprint, as in the llama test)
     lorapack("build", base, f"one={plain}", "-o", tmp_path / "q8", "--layout", "separate", "--outtype", "q8_0")
     patch_tensor(tmp_path / "q8" / "base.gguf", "blk.0.ffn_up.weight", lambda d: d[..., ::-1].copy())
     expect_named(lorapack("validate", tmp_path / "q8", "--base", base, f"one={plain}", "--quiet", check=False),
                  "blk.0.ffn_up.weight")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3mm"])
+def test_end_to_end_tiny_samples(samples, tmp_path, arch):
+    """--end-to-end on a clean f32 artifact passes (tolerance from the base's and the adapter's stored types;
+    llama.cpp's F16 KV cache floors its share at 2e-3), and a zeroed adapter fails on the logits."""
+    lorapack("build", samples / arch / "base", f"plain={samples / arch / 'adapters' / 'plain'}", "-o",
+             tmp_path / "s", "--layout", "separate", "--outtype", "f32")
+    validate(tmp_path / "s", samples, arch, ("plain",), "--end-to-end", "--quiet", check=0)
+    ad = tmp_path / "s" / "adapters" / "plain.gguf"
+    for name in _lora_b(ad):
+        patch_tensor(ad, name, lambda d: np.zeros_like(d))
+    proc = validate(tmp_path / "s", samples, arch, ("plain",), "--end-to-end", "--quiet")
+    expect_named(proc, "pytorch logits, plain", "llama.cpp logits, plain")

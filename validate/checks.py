@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from .artifact import AdapterView, Artifact, dequantize
-from .names import hf_module, norm_offset, permuted_heads, undo_rope_permutation
+from .names import TOWERS, hf_module, norm_offset, permuted_heads, undo_rope_permutation
 from .reference import PeftReference, Source
 from .tolerances import Tol, for_type
 
 ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Phi3ForCausalLM": "phi3",
-         "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3", "Qwen2ForCausalLM": "qwen2",
-         "Qwen3ForCausalLM": "qwen3"}
+         "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3",
+         "GraniteForCausalLM": "granite", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
+         "SmolLM3ForCausalLM": "smollm3"}
 ROW_BLOCK = 16384
 
 
@@ -122,7 +123,24 @@ class Validator:
             got = f.typed(f"{a}.attention.layer_norm_rms_epsilon", "float")
             self.add(f"{a}.attention.layer_norm_rms_epsilon", "metadata", got, eps,
                      got is not None and abs(got - eps) <= 1e-6 * abs(eps))
+        self.capping_metadata()
         self.tokenizer_metadata()
+
+    def capping_metadata(self) -> None:
+        """Soft-capping, multipliers and the sliding window change what the model computes: each must reach the
+        file."""
+        f, c, a = self.art.base, self.config, self.arch
+        for cfg_key, key in (("attn_logit_softcapping", f"{a}.attn_logit_softcapping"),
+                             ("final_logit_softcapping", f"{a}.final_logit_softcapping"),
+                             ("attention_multiplier", f"{a}.attention.scale"),  # Granite's four multipliers
+                             ("embedding_multiplier", f"{a}.embedding_scale"),
+                             ("residual_multiplier", f"{a}.residual_scale"), ("logits_scaling", f"{a}.logit_scale")):
+            if want := c.get(cfg_key):
+                got = f.typed(key, "float")
+                self.add(key, "metadata", got, want, got is not None and abs(got - want) <= 1e-6 * abs(want))
+        if a in ("gemma2", "gemma3") and (want := c.get("sliding_window")) and c.get("sliding_window_pattern") != 1:
+            got = f.typed(f"{a}.attention.sliding_window", "int")
+            self.add(f"{a}.attention.sliding_window", "metadata", got, want, got == want)
 
     def tokenizer_metadata(self) -> None:
         f, c = self.art.base, self.config
@@ -157,15 +175,15 @@ class Validator:
                 continue
             self.compare_base(t, module, src_name)
         for name in self.src.names():
-            if name not in covered and not name.endswith("rotary_emb.inv_freq"):
+            if name not in covered and not name.endswith("rotary_emb.inv_freq") and not name.startswith(TOWERS):
                 self.add(f"source tensor {name}", "structure", "missing from the artifact", "present", False)
 
     def source_name(self, module: str, suffix: str) -> str | None:
         name = f"{module}.{suffix}"
         if self.src.has(name):
-            return name
+            return self.src.stored(name)
         if name == "lm_head.weight" and self.src.has("model.embed_tokens.weight"):
-            return "model.embed_tokens.weight"  # tied
+            return self.src.stored("model.embed_tokens.weight")  # tied
         return None
 
     def compare_full(self, f, t, module: str, want: np.ndarray, kind: str) -> None:
@@ -207,6 +225,7 @@ class Validator:
     # --- adapters ------------------------------------------------------------------------------------------------
 
     def adapter(self, name: str, view: AdapterView) -> None:
+        self.adapter_header(name, view)
         layers, pairs = self.ref.layers[name], view.pairs()
         by_module = {}
         for stem, parts in pairs.items():
@@ -229,6 +248,13 @@ class Validator:
                 self.add(f"{name}: {stem}.{missing}", "structure", "missing (incomplete pair)", "present", False)
                 continue
             self.contribution(name, view, module, stem, parts)
+
+    def adapter_header(self, name: str, view: AdapterView) -> None:
+        """What llama.cpp's adapter loader requires before it reads a tensor (llama_adapter_lora_init)."""
+        for key, want in (("general.type", "adapter"), ("adapter.type", "lora"),
+                          ("general.architecture", self.arch)):
+            got = view.typed(key, "str")
+            self.add(f"{name}: {key}", "metadata", got, want, got == want)
 
     def saved_weights(self, name: str, view: AdapterView) -> None:
         """modules_to_save weights carried by a combined file, against PEFT's."""

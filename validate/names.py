@@ -20,9 +20,30 @@ _ARCH_BLOCK = {
     "gemma3": {"ffn_norm": "pre_feedforward_layernorm", "post_attention_norm": "post_attention_layernorm",
                "post_ffw_norm": "post_feedforward_layernorm"},
 }
+_ARCH_BLOCK["gemma2"] = _ARCH_BLOCK["gemma3"]
 _GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _RX = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)$")
 GENERATED = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
+# transformers 5 nests a multimodal model's text model as model.language_model.* (what PEFT names), while
+# checkpoints keep language_model.model.*; the validator works in the text model's own names, model.*
+_NESTED = (("model.language_model.", "model."), ("language_model.model.", "model."),
+           ("language_model.lm_head.", "lm_head."))
+
+
+# a multimodal checkpoint's other towers: llama.cpp's text model leaves them out (images go to its mmproj file)
+TOWERS = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision_tower.",
+          "model.multi_modal_projector.", "model.audio_tower.")
+
+
+def canonical(name: str) -> str:
+    """A module or tensor name of a (possibly multimodal) model in the text model's own terms."""
+    dotted = name + "."
+    for old, new in _NESTED:
+        if dotted.startswith(old):
+            return (new + dotted[len(old):])[:-1]
+    return name
 
 
 def hf_module(arch: str, gguf_name: str) -> tuple[str, str] | None:
@@ -44,7 +65,7 @@ def undo_rope_permutation(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def permuted_heads(arch: str, module: str, config: dict) -> int | None:
-    if arch != "llama":
+    if arch not in ("llama", "granite", "smollm3"):  # llama.cpp's LlamaModel and its descendants permute q/k rows
         return None
     if module.endswith("q_proj"):
         return config["num_attention_heads"]
@@ -55,4 +76,4 @@ def permuted_heads(arch: str, module: str, config: dict) -> int | None:
 
 def norm_offset(arch: str, module: str) -> float:
     """Gemma's RMSNorm multiplies by (1 + w); llama.cpp stores 1 + w."""
-    return 1.0 if arch == "gemma3" and module.endswith("norm") else 0.0
+    return 1.0 if arch in ("gemma2", "gemma3") and module.endswith("norm") else 0.0

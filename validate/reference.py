@@ -15,6 +15,8 @@ from lorapack.formats.jsonfile import read_json
 from lorapack.formats.peft_config import check_adapter_config, resolved_config, saved_modules, split_key
 from lorapack.formats.safetensors import TensorRef, read_header, to_f32
 
+from .names import canonical
+
 
 class Source:
     """Base checkpoint tensors, read from the safetensors files with positioned reads (no memory map: pages of
@@ -33,27 +35,37 @@ class Source:
                 if name in self._refs:
                     raise CheckpointError(f"tensor {name} is stored twice in {base}")
                 self._refs[name] = ref
+        # the text model's names (model.layers.N…) → the checkpoint's (language_model.model.layers.N… when nested)
+        self._stored = {canonical(n): n for n in self._refs}
 
     def names(self) -> list[str]:
+        """As stored in the checkpoint."""
         return list(self._refs)
 
+    def stored(self, name: str) -> str | None:
+        """The checkpoint's name for a tensor named as stored or in the text model's terms."""
+        return name if name in self._refs else self._stored.get(name)
+
     def has(self, name: str) -> bool:
-        return name in self._refs
+        return self.stored(name) is not None
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return self._refs[name].shape
+        return self._ref(name).shape
 
     def dtype(self, name: str) -> str:
-        return self._refs[name].dtype
+        return self._ref(name).dtype
+
+    def _ref(self, name: str) -> TensorRef:
+        return self._refs[self.stored(name) or name]
 
     def raw(self, name: str, rows: slice | None = None) -> bytes:
-        ref = self._refs[name]
+        ref = self._ref(name)
         start, stop = (0, ref.rows) if rows is None or not ref.shape else rows.indices(ref.rows)[:2]
         return ref.read_raw(start, stop).tobytes()
 
     def get(self, name: str, rows: slice | None = None) -> np.ndarray:
         """float32 values in numpy order (rows: only those rows)."""
-        ref = self._refs[name]
+        ref = self._ref(name)
         start, stop = (0, ref.rows) if rows is None or not ref.shape else rows.indices(ref.rows)[:2]
         return to_f32(ref.read_raw(start, stop), ref.dtype).astype(np.float32, copy=False)
 
@@ -101,7 +113,7 @@ class PeftReference:
         self.saved = self._modules_to_save()
 
     def _lora_layers(self) -> dict[str, dict[str, object]]:
-        """adapter name → {HF module name → LoraLayer holding that adapter}."""
+        """adapter name → {module name in the text model's terms (names.canonical) → LoraLayer holding it}."""
         from peft.tuners.lora import LoraLayer
 
         out: dict[str, dict[str, object]] = {n: {} for n in self.names}
@@ -109,7 +121,7 @@ class PeftReference:
             if isinstance(module, LoraLayer):
                 for n in self.names:
                     if n in module.lora_A or n in module.lora_embedding_A:
-                        out[n][name] = module
+                        out[n][canonical(name)] = module
         return out
 
     def _activate(self, adapter) -> None:
@@ -127,7 +139,8 @@ class PeftReference:
             if isinstance(module, ModulesToSaveWrapper):
                 for n in self.names:
                     if n in module.modules_to_save:
-                        out[n][f"{name}.weight"] = module.modules_to_save[n].weight.detach().float().numpy()
+                        weight = module.modules_to_save[n].weight.detach().float().numpy()
+                        out[n][f"{canonical(name)}.weight"] = weight
         return out
 
     def contribution(self, adapter: str, module: str, x: np.ndarray) -> np.ndarray:

@@ -13,12 +13,17 @@ from . import Arch, head_dim, n_heads
 from .common import LLAMA_LIKE, add_space_prefix, spm_or_bpe, tokenizer_config
 
 
-def metadata(h, file_type: int) -> list:
+def llama_keys(arch: str, h, file_type: int) -> list:
+    """llama.cpp's LlamaModel.set_gguf_parameters, for architectures derived from it."""
     rope_dim = h.get("head_dim") or h.get("hidden_size") // h.get("num_attention_heads")
-    return text_params("llama", h, file_type) + [
-        u32(Keys.LLM.VOCAB_SIZE.format(arch="llama"), h.get("vocab_size")),
-        u32(Keys.Rope.DIMENSION_COUNT.format(arch="llama"), rope_dim),
+    return text_params(arch, h, file_type) + [
+        u32(Keys.LLM.VOCAB_SIZE.format(arch=arch), h.get("vocab_size")),
+        u32(Keys.Rope.DIMENSION_COUNT.format(arch=arch), rope_dim),
     ]
+
+
+def metadata(h, file_type: int) -> list:
+    return llama_keys("llama", h, file_type)
 
 
 def vocab(ckpt, h) -> list:
