@@ -213,6 +213,27 @@ def smollm3(out: Path) -> None:
     make_adapter(model.float(), out / "adapters" / "plain", 90)
 
 
+def mistral3(out: Path) -> None:
+    """Mistral3ForConditionalGeneration (Mistral Small 3.x): a pixtral tower beside a Mistral text model."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig, PixtralVisionConfig
+
+    base = out / "base"
+    train_spm(base, 512, ["[INST]", "[/INST]", "[IMG]"], SPECIAL_LLAMA)
+    write_tokenizer_config(base, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+                           {3: ("[INST]", True), 4: ("[/INST]", True), 5: ("[IMG]", True)},
+                           tokenizer_class="LlamaTokenizer")
+    torch.manual_seed(10)
+    text = MistralConfig(vocab_size=512, head_dim=16, rms_norm_eps=1e-5, sliding_window=None, **TINY)
+    vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                 image_size=32, patch_size=8, head_dim=16)
+    cfg = Mistral3Config(text_config=text, vision_config=vision, image_token_index=5, spatial_merge_size=2,
+                         bos_token_id=1, eos_token_id=2)
+    model = Mistral3ForConditionalGeneration(cfg)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", 100,
+                 target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|down_proj)")
+
+
 def gemma3mm(out: Path) -> None:
     """Gemma3ForConditionalGeneration (Gemma 3 4B/12B/27B's layout): a vision tower beside the text model, the
     checkpoint naming language_model.model.layers.N, PEFT naming model.language_model.layers.N."""
@@ -282,7 +303,7 @@ def qwen3(out: Path) -> None:
 
 
 ARCHS = {"llama": llama, "phi3": phi3, "gemma2": gemma2, "gemma3": gemma3, "gemma3mm": gemma3mm,
-         "granite": granite, "qwen2": qwen2, "qwen3": qwen3, "smollm3": smollm3}
+         "granite": granite, "mistral3": mistral3, "qwen2": qwen2, "qwen3": qwen3, "smollm3": smollm3}
 
 # a sample is rebuilt when this script changes
 STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

@@ -38,6 +38,7 @@ build_all qwen3 $OUT/qwen3/base $OUT/qwen3/adapters/plain
 build_all gemma2 $OUT/gemma2/base $OUT/gemma2/adapters/plain
 build_all granite $OUT/granite/base $OUT/granite/adapters/plain
 build_all smollm3 $OUT/smollm3/base $OUT/smollm3/adapters/plain
+build_all mistral3 $OUT/mistral3/base $OUT/mistral3/adapters/plain
 build_all gemma3-270m $OUT/gemma3-270m/base tuned=$OUT/gemma3-270m/adapters/tuned
 echo
 $L inspect "$REPORT/gemma3-270m.separate"

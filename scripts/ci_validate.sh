@@ -25,5 +25,6 @@ gate qwen3 $S/qwen3/base plain=$S/qwen3/adapters/plain
 gate gemma2 $S/gemma2/base plain=$S/gemma2/adapters/plain
 gate granite $S/granite/base plain=$S/granite/adapters/plain
 gate smollm3 $S/smollm3/base plain=$S/smollm3/adapters/plain
+gate mistral3 $S/mistral3/base plain=$S/mistral3/adapters/plain
 gate gemma3-270m $S/gemma3-270m/base tuned=$S/gemma3-270m/adapters/tuned
 echo "release gate: every sample artifact validated (JUnit in reports/)"

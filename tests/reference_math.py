@@ -10,9 +10,10 @@ import torch
 
 
 def peft_model(base: Path, adapter: Path | None = None, name: str = "default"):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    causal = type(AutoConfig.from_pretrained(base)) in AutoModelForCausalLM._model_mapping
+    model = (AutoModelForCausalLM if causal else AutoModelForImageTextToText).from_pretrained(base, dtype=torch.float32)
     if adapter is None:
         return model.eval()
     from peft import PeftModel

@@ -7,7 +7,7 @@ import pytest
 from conftest import lorapack
 from gguf_compare import diff
 
-ARCHS = ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "qwen2", "qwen3", "smollm3"]
+ARCHS = ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3", "smollm3"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -84,3 +84,18 @@ def write_adapter_file(base, ad, outtype, dest):
     model = resolve(load_checkpoint(base))
     dest.parent.mkdir(parents=True)
     write_plan(dest, adapter_plan(load_adapter(ad.name, ad, model), model, parse_outtype(outtype)))
+
+
+def test_mistral3_adapter_where_llama_cpps_converter_is_wrong(samples, ref_run, tmp_path):
+    """llama.cpp's LoRA converter 'succeeds' on a Mistral3ForConditionalGeneration adapter but writes the base
+    model; lorapack writes the adapter (its logits in llama.cpp match PEFT's: tests/test_llama_cpp.py)."""
+    from lorapack.formats.gguf import read_gguf
+
+    base, ad = samples / "mistral3" / "base", samples / "mistral3" / "adapters" / "plain"
+    theirs = read_gguf(ref_run.lora(ad, base, "f16"))
+    lorapack("build", base, ad, "-o", tmp_path / "s", "--layout", "separate")
+    ours = read_gguf(tmp_path / "s" / "adapters" / "plain.gguf")
+    print(f"llama.cpp: general.type {theirs.get('general.type')}, {len(theirs.tensors)} tensors "
+          f"(e.g. {theirs.tensors[0].name}); lorapack: {ours.get('general.type')}, {len(ours.tensors)} tensors")
+    assert ours.get("general.type") == "adapter" and all(t.name.endswith((".lora_a", ".lora_b")) for t in ours.tensors)
+    assert theirs.get("general.type") == "model"  # when llama.cpp fixes this, compare the two byte for byte

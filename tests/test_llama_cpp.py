@@ -14,7 +14,8 @@ IDS = [1, 45, 67, 200, 13, 99, 300, 5, 77, 410]
 CASES = [("llama", "plain"), ("llama", "embed"), ("llama", "rslora"), ("llama", "patterns"), ("phi3", "plain"),
          ("phi3", "rslora"), ("gemma3", "plain"), ("qwen2", "plain"), ("qwen2", "alpha_pattern"),
          ("qwen3", "plain"), ("gemma3mm", "plain"),
-         ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain")]
+         ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
+         ("mistral3", "plain")]  # mistral3: llama.cpp's own LoRA converter writes the base model instead
 
 
 def llama_cpp_logits(model: str, lora: str | None = None) -> np.ndarray:

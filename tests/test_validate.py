@@ -228,7 +228,8 @@ def _drop(path, stem, tmp_path):
     shutil.move(tmp_path / "dropped.gguf", path)
 
 
-@pytest.mark.parametrize("arch", ["phi3", "gemma2", "gemma3", "gemma3mm", "granite", "qwen2", "qwen3", "smollm3"])
+@pytest.mark.parametrize("arch", ["phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3",
+                                  "smollm3"])
 def test_planted_defects_every_architecture(samples, tmp_path, arch):
     """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
     own tensor or key, so each must be named on its own)."""

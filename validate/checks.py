@@ -20,7 +20,7 @@ from .tolerances import Tol, for_type
 ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Phi3ForCausalLM": "phi3",
          "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3",
          "GraniteForCausalLM": "granite", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
-         "SmolLM3ForCausalLM": "smollm3"}
+         "SmolLM3ForCausalLM": "smollm3", "Mistral3ForConditionalGeneration": "mistral3"}
 ROW_BLOCK = 16384
 
 

@@ -64,8 +64,11 @@ def undo_rope_permutation(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+PERMUTED = ("llama", "granite", "mistral3", "smollm3")  # llama.cpp's LlamaModel and its descendants
+
+
 def permuted_heads(arch: str, module: str, config: dict) -> int | None:
-    if arch not in ("llama", "granite", "smollm3"):  # llama.cpp's LlamaModel and its descendants permute q/k rows
+    if arch not in PERMUTED:
         return None
     if module.endswith("q_proj"):
         return config["num_attention_heads"]

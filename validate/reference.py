@@ -86,7 +86,6 @@ class PeftReference:
         import torch
         import transformers
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
 
         torch.set_grad_enabled(False)
         transformers.logging.set_verbosity_error()  # the reference's loading chatter is not the user's concern
@@ -94,8 +93,8 @@ class PeftReference:
         try:
             # stored precision (bf16 halves the memory); each layer is lifted to float32 when it is evaluated
             # never checkpoint code, never a pickle (transformers would otherwise ask on stdin, or read a .bin)
-            model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=False,
-                                                         use_safetensors=True)
+            model = auto_class(base).from_pretrained(base, dtype="auto", trust_remote_code=False,
+                                                     use_safetensors=True)
         except Exception as e:
             raise LorapackError(f"cannot load the reference base {base} with transformers ({e})") from None
         self.names = list(adapters)
@@ -201,6 +200,17 @@ class float32:
         for n, p in self.module.named_parameters():
             if p.dtype != self.dtypes[n]:
                 p.data = p.data.to(self.dtypes[n])
+
+
+def auto_class(base: Path):
+    """AutoModelForCausalLM, or for multimodal classes it does not list (Mistral3ForConditionalGeneration)
+    AutoModelForImageTextToText; a text-only prompt runs through either."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(base, trust_remote_code=False)
+    if type(config) in AutoModelForCausalLM._model_mapping or getattr(config, "vision_config", None) is None:
+        return AutoModelForCausalLM
+    return AutoModelForImageTextToText
 
 
 def safe_adapter(name: str, path: Path, tmp: Path) -> Path:

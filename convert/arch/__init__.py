@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..hparams import HParams
     from ..plan import KV
 
-_MODULES = ("llama", "phi3", "gemma2", "gemma3", "granite", "qwen2", "qwen3", "smollm3")
+_MODULES = ("llama", "phi3", "gemma2", "gemma3", "granite", "mistral3", "qwen2", "qwen3", "smollm3")
 
 
 @dataclass(frozen=True)
