@@ -291,3 +291,26 @@ def test_end_to_end_tiny_samples(samples, tmp_path, arch):
         patch_tensor(ad, name, lambda d: np.zeros_like(d))
     proc = validate(tmp_path / "s", samples, arch, ("plain",), "--end-to-end", "--quiet")
     expect_named(proc, "pytorch logits, plain", "llama.cpp logits, plain")
+
+
+def test_multimodal_adapter_in_either_naming(samples, tmp_path):
+    """A Gemma 3 multimodal adapter keyed language_model.model.layers.N (transformers 4's naming, the checkpoint's)
+    builds the same tensors as one keyed model.language_model.layers.N (PEFT on transformers 5), and validates."""
+    from safetensors.numpy import load_file, save_file
+
+    from lorapack.formats.gguf import read_gguf
+
+    S = samples / "gemma3mm"
+    old = tmp_path / "old"
+    shutil.copytree(S / "adapters" / "plain", old)
+    t = load_file(old / "adapter_model.safetensors")
+    save_file({k.replace("base_model.model.model.language_model.", "base_model.model.language_model.model."): v
+               for k, v in t.items()}, old / "adapter_model.safetensors")
+    for name, ad in (("new", S / "adapters" / "plain"), ("old", old)):
+        lorapack("build", S / "base", f"{name}={ad}", "--layout", "separate", "-o", tmp_path / f"{name}-art")
+    new_f, old_f = (read_gguf(tmp_path / f"{n}-art" / "adapters" / f"{n}.gguf") for n in ("new", "old"))
+    assert [(t.name, t.shape) for t in new_f.tensors] == [(t.name, t.shape) for t in old_f.tensors]
+    assert all(np.array_equal(new_f.read(a), old_f.read(b)) for a, b in zip(new_f.tensors, old_f.tensors))
+    proc = lorapack("validate", tmp_path / "old-art", "--base", S / "base", f"old={old}", "--quiet", check=False)
+    print(proc.stdout)
+    assert proc.returncode == 0

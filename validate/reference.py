@@ -102,6 +102,8 @@ class PeftReference:
             self.model, self.layers, self.saved = model.eval(), {}, {}
             return
         first, *rest = self.names
+        for path in adapters.values():
+            align_names(path, model)
         try:
             self.model = PeftModel.from_pretrained(model, adapters[first], adapter_name=first).eval()
             for n in rest:
@@ -236,4 +238,31 @@ def safe_adapter(name: str, path: Path, tmp: Path) -> Path:
     dest.mkdir()
     os.symlink(st.resolve(), dest / st.name)
     (dest / "adapter_config.json").write_text(json.dumps(resolved_config(config, lora, saved)))
+    (dest / "lorapack-source.json").write_text(json.dumps({"config": config, "lora": lora, "saved": saved}))
     return dest
+
+
+def align_names(dest: Path, model) -> None:
+    """An adapter saved against the other naming of the same model — language_model.model.layers.N (the
+    checkpoint's, transformers 4) where the loaded model says model.language_model.layers.N — gets its modules
+    renamed to the loaded model's, in its config and its tensors; PEFT would otherwise refuse it."""
+    modules = {n for n, _ in model.named_modules()}
+    by_text_name = {canonical(n): n for n in modules}
+    src = json.loads((dest / "lorapack-source.json").read_text())
+    rename = {m: by_text_name[canonical(m)] for m in src["lora"] + src["saved"]
+              if m not in modules and canonical(m) in by_text_name}
+    if not rename:
+        return
+    from safetensors.torch import load_file, save_file
+
+    st = dest / "adapter_model.safetensors"
+    tensors = load_file(st)  # the file passed lorapack's own reader in safe_adapter
+
+    def renamed(key: str) -> str:
+        module, _ = split_key(key)
+        return key.replace(module, rename[module], 1) if module in rename else key
+
+    st.unlink()  # the link to the user's file: write a renamed copy in its place
+    save_file({renamed(k): v for k, v in tensors.items()}, st)
+    (dest / "adapter_config.json").write_text(
+        json.dumps(resolved_config(src["config"], src["lora"], src["saved"], rename)))

@@ -127,13 +127,16 @@ def saved_modules(c: dict[str, Any], candidates: list[str]) -> list[str]:
     return [m for m in candidates if any(_match(rf"(^|.*\.){w}($|\..*)", m, "modules_to_save", w) for w in wanted)]
 
 
-def resolved_config(c: dict[str, Any], lora_modules: list[str], saved_modules: list[str]) -> dict[str, Any]:
+def resolved_config(c: dict[str, Any], lora_modules: list[str], saved_modules: list[str],
+                    rename: dict[str, str] | None = None) -> dict[str, Any]:
     """The same adapter for PEFT with every pattern resolved to exact names, so PEFT's `re` only ever sees
     escaped literals: targets are the modules the file holds factors for (what PEFT's targets select, by
-    effect), and each module's alpha and rank as PEFT's pattern rules give them."""
+    effect), and each module's alpha and rank as PEFT's pattern rules give them (matched on the names the file
+    uses; `rename` then maps them to the loaded model's)."""
+    new = (rename or {}).get
     out = {k: v for k, v in c.items() if k not in ("layers_pattern", "layers_to_transform", "exclude_modules")}
-    out["target_modules"] = sorted(lora_modules) or None
-    out["alpha_pattern"] = {re.escape(m): module_alpha(c, m) for m in lora_modules}
-    out["rank_pattern"] = {re.escape(m): module_rank(c, m) for m in lora_modules}
-    out["modules_to_save"] = [re.escape(m) for m in sorted(saved_modules)] or None
+    out["target_modules"] = sorted(new(m, m) for m in lora_modules) or None
+    out["alpha_pattern"] = {re.escape(new(m, m)): module_alpha(c, m) for m in lora_modules}
+    out["rank_pattern"] = {re.escape(new(m, m)): module_rank(c, m) for m in lora_modules}
+    out["modules_to_save"] = [re.escape(new(m, m)) for m in sorted(saved_modules)] or None
     return out
