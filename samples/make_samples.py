@@ -112,6 +112,20 @@ def llama(out: Path) -> None:
     make_adapter(model, out / "adapters" / "embed", 13, target_modules=["embed_tokens", "q_proj", "lm_head"])
     make_adapter(model, out / "adapters" / "dora", 14, use_dora=True, target_modules=["q_proj", "v_proj"])
     make_adapter(model, out / "adapters" / "save_head", 15, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    # as TRL / unsloth / axolotl write them: "all-linear", one layer only, patterns keyed by regex and full path,
+    # bf16 tensors
+    trainer = out / "adapters" / "trainer"
+    make_adapter(model, trainer, 16, target_modules="all-linear",
+                 rank_pattern={r"model\.layers\.1\.self_attn\.(q|k)_proj": 4},
+                 alpha_pattern={"model.layers.1.mlp.down_proj": 32})
+    to_bf16(trainer / "adapter_model.safetensors")
+    make_adapter(model, out / "adapters" / "one_layer", 17, layers_to_transform=[1], layers_pattern="layers")
+
+
+def to_bf16(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(path).items()}, path, metadata={"format": "pt"})
 
 
 PHI3_ADDED = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|system|>", "<|end|>", "<|user|>"]

@@ -16,7 +16,7 @@ gate() {  # NAME BASE ADAPTER...
     $L validate "$art" --base "$base" "$@" --quiet --force --junit "reports/$name.$layout.xml"
   done
 }
-gate llama $S/llama/base plain=$S/llama/adapters/plain rs=$S/llama/adapters/rslora pat=$S/llama/adapters/patterns
+gate llama $S/llama/base plain=$S/llama/adapters/plain rs=$S/llama/adapters/rslora pat=$S/llama/adapters/patterns tr=$S/llama/adapters/trainer
 gate phi3 $S/phi3/base plain=$S/phi3/adapters/plain
 gate gemma3 $S/gemma3/base plain=$S/gemma3/adapters/plain
 gate gemma3mm $S/gemma3mm/base plain=$S/gemma3mm/adapters/plain

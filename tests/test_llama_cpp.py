@@ -11,8 +11,8 @@ from reference_math import peft_model
 
 ATOL = 5e-3  # max |Δlogit|; adapters move the logits by ~0.8-8, so a wrong adapter cannot pass
 IDS = [1, 45, 67, 200, 13, 99, 300, 5, 77, 410]
-CASES = [("llama", "plain"), ("llama", "embed"), ("llama", "rslora"), ("llama", "patterns"), ("phi3", "plain"),
-         ("phi3", "rslora"), ("gemma3", "plain"), ("qwen2", "plain"), ("qwen2", "alpha_pattern"),
+CASES = [("llama", "plain"), ("llama", "embed"), ("llama", "trainer"), ("llama", "rslora"), ("llama", "patterns"),
+         ("phi3", "plain"), ("phi3", "rslora"), ("gemma3", "plain"), ("qwen2", "plain"), ("qwen2", "alpha_pattern"),
          ("qwen3", "plain"), ("gemma3mm", "plain"),
          ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
          ("mistral3", "plain")]  # mistral3: llama.cpp's own LoRA converter writes the base model instead

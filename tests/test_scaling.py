@@ -16,7 +16,7 @@ GGUF_TO_HF = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_
               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
               "ffn_down": "mlp.down_proj", "attn_qkv": "self_attn.qkv_proj"}
 CASES = [("llama", "rslora"), ("llama", "patterns"), ("qwen2", "alpha_pattern"), ("phi3", "rslora"),
-         ("llama", "plain")]
+         ("llama", "plain"), ("llama", "trainer"), ("llama", "one_layer")]
 
 
 def llama_cpp_deltas(path) -> dict[str, np.ndarray]:
