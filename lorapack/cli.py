@@ -66,6 +66,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point: every outcome is an exit code and at most an `error:` and a `hint:` line on stderr.
     2: bad input or arguments; 1: `validate` found the artifact wrong; 3: an internal error (a bug)."""
     args = sys.argv[1:] if args is None else args
+    args = args or ["--help"]  # bare `lorapack`: the overview, not a usage error
     _no_stdin()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)

@@ -15,6 +15,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 IN_CI = bool(os.environ.get("CI"))
 
 
+# architecture → column → figure, filled by the tests as they run; tests/test_zz_coverage.py turns it into the
+# README's coverage table (and fails when the README's differs)
+COVERAGE: dict[str, dict[str, list[str]]] = {}
+
+
+def record(arch: str, column: str, text: str) -> None:
+    COVERAGE.setdefault(arch, {}).setdefault(column, []).append(text)
+
+
 def need(condition: bool, why: str) -> None:
     """Skip outside CI; in CI a missing prerequisite is a failure, never a silent skip."""
     if not condition:

@@ -4,7 +4,7 @@ keys excepted), every tensor's name, type, shape and bytes."""
 from __future__ import annotations
 
 import pytest
-from conftest import lorapack
+from conftest import lorapack, record
 from gguf_compare import diff
 
 ARCHS = ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3", "smollm3"]
@@ -19,6 +19,7 @@ def test_base_matches_llama_cpp(samples, ref_run, tmp_path, arch, outtype):
     problems = diff(str(tmp_path / "s" / "base.gguf"), str(ref_run.base(base, outtype)))
     print(f"{arch} {outtype}: {len(problems)} differences")
     assert problems == []
+    record(arch, "base", outtype)
 
 
 @pytest.mark.parametrize("outtype", ["f32", "bf16"])
@@ -48,6 +49,8 @@ def test_adapter_matches_llama_cpp(samples, ref_run, tmp_path, arch, adapter, ou
     problems = diff(str(ours), str(ref_run.lora(ad, base, outtype)))
     print(f"{arch}/{adapter} {outtype}: {len(problems)} differences")
     assert problems == []
+    if adapter == "plain":
+        record(arch, "adapter", outtype)
 
 
 @pytest.mark.parametrize("outtype", ["f16", "q8_0"])
@@ -99,3 +102,4 @@ def test_mistral3_adapter_where_llama_cpps_converter_is_wrong(samples, ref_run, 
           f"(e.g. {theirs.tensors[0].name}); lorapack: {ours.get('general.type')}, {len(ours.tensors)} tensors")
     assert ours.get("general.type") == "adapter" and all(t.name.endswith((".lora_a", ".lora_b")) for t in ours.tensors)
     assert theirs.get("general.type") == "model"  # when llama.cpp fixes this, compare the two byte for byte
+    record("mistral3", "adapter", "llama.cpp's converter writes the base model; lorapack's checked by logits")

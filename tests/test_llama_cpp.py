@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import lorapack, need
+from conftest import lorapack, need, record
 from reference_math import peft_model
 
 ATOL = 5e-3  # max |Δlogit|; adapters move the logits by ~0.8-8, so a wrong adapter cannot pass
@@ -47,7 +47,9 @@ def test_llama_cpp_matches_peft(samples, tmp_path, arch, adapter):
     print(f"{arch}/{adapter}: base max|Δ| {d_base:.2e}, with adapter {d_adapter:.2e}, adapter effect {effect:.2f}"
           f" (tolerance {ATOL})")
     assert effect > 10 * ATOL, "the sample adapter must visibly change the logits"
-    assert d_base <= ATOL and d_adapter <= ATOL
+    assert d_base <= ATOL and d_adapter <= min(ATOL, effect / 100)  # at most 1/100 of the adapter's own effect
+    if adapter == "plain":
+        record(arch, "llama.cpp", f"{d_adapter:.1e} / {effect:.2f}")
 
 
 @pytest.mark.parametrize("arch,adapter", [("gemma3", "embed"), ("llama", "patterns"), ("phi3", "plain")])

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import lorapack
+from conftest import lorapack, record
 from gguf import GGUFReader
 from reference_math import unpermute
 
@@ -228,14 +228,16 @@ def _drop(path, stem, tmp_path):
     shutil.move(tmp_path / "dropped.gguf", path)
 
 
-@pytest.mark.parametrize("arch", ["phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3",
-                                  "smollm3"])
+@pytest.mark.parametrize("arch", ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2",
+                                  "qwen3", "smollm3"])
 def test_planted_defects_every_architecture(samples, tmp_path, arch):
     """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
     own tensor or key, so each must be named on its own)."""
     base, plain = samples / arch / "base", samples / arch / "adapters" / "plain"
     ads = (f"one={plain}", f"two={plain}")
     lorapack("build", base, *ads, "-o", tmp_path / "art", "--layout", "separate")
+    clean = lorapack("validate", tmp_path / "art", "--base", base, *ads, "--quiet", check=False)
+    assert clean.returncode == 0, clean.stdout
     one, two = tmp_path / "art" / "adapters" / "one.gguf", tmp_path / "art" / "adapters" / "two.gguf"
     b = sorted(_lora_b(one))
     layer0 = [n for n in b if n.startswith("blk.0.")]
@@ -270,13 +272,15 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     proc = lorapack("validate", tmp_path / "art", "--base", base, *ads, "--quiet", check=False)
     print(proc.stdout[-3000:])
     hf_dropped = "model.layers." + dropped.split(".")[1]
-    expect_named(proc, scaled, zeroed, swap_a, swap_b, hf_dropped, "two: adapter.lora.alpha", "token_embd.weight",
-                 "blk.1.ffn_down.weight", f"{gguf_arch}.block_count", *specific)
+    planted = [scaled, zeroed, swap_a, swap_b, hf_dropped, "two: adapter.lora.alpha", "token_embd.weight",
+               "blk.1.ffn_down.weight", f"{gguf_arch}.block_count", *specific]
+    expect_named(proc, *planted)
     # q8_0 data corrupted (an adapter from another base is caught by the fingerprint, as in the llama test)
     lorapack("build", base, f"one={plain}", "-o", tmp_path / "q8", "--layout", "separate", "--outtype", "q8_0")
     patch_tensor(tmp_path / "q8" / "base.gguf", "blk.0.ffn_up.weight", lambda d: d[..., ::-1].copy())
     expect_named(lorapack("validate", tmp_path / "q8", "--base", base, f"one={plain}", "--quiet", check=False),
                  "blk.0.ffn_up.weight")
+    record(arch, "validate", f"clean pass; {len(planted) + 1} planted defects named")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3mm"])
