@@ -86,8 +86,8 @@ def resolve(ckpt: BaseCheckpoint) -> BaseModel:
 def _check_vocab_size(model: BaseModel) -> None:
     """vocab_size sizes the token list; it cannot exceed the embedding's rows (a hostile 2^31 would otherwise
     grow a list without bound)."""
-    shape = next((ref.shape for name, ref in model.ckpt.tensors.items()
-                  if (m := model.map_name(name)) and m[0] == "token_embd.weight"), None)
+    ref = model.ckpt.tensors.get(model.embedding_name)
+    shape = ref.shape if ref is not None else None
     if shape is None or len(shape) != 2:
         raise CheckpointError("the checkpoint has no 2-D token embedding (e.g. model.embed_tokens.weight)")
     vocab, hidden = model.h.get("vocab_size"), model.h.get("hidden_size")

@@ -154,17 +154,22 @@ def phi3(out: Path) -> None:
     make_adapter(model, out / "adapters" / "rslora", 21, target_modules=targets, use_rslora=True)
 
 
+GEMMA_ADDED = {0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True)}
+
+
+def gemma_tokenizer(base: Path, symbols: list[str], added: dict = GEMMA_ADDED) -> None:
+    """The Gemma family's special tokens (pad 0, eos 1, bos 2, unk 3) over a trained SentencePiece model."""
+    train_spm(base, 512, symbols, {"pad": 0, "eos": 1, "bos": 2, "unk": 3})
+    write_tokenizer_config(base, {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
+                                  "pad_token": "<pad>"}, added, tokenizer_class="GemmaTokenizer")
+
+
 def gemma3(out: Path) -> None:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     base = out / "base"
-    ids = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
-    train_spm(base, 512, ["<start_of_turn>", "<end_of_turn>"], ids)
-    write_tokenizer_config(base, {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
-                                  "pad_token": "<pad>"},
-                           {0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True),
-                            4: ("<start_of_turn>", True), 5: ("<end_of_turn>", True)},
-                           tokenizer_class="GemmaTokenizer")
+    gemma_tokenizer(base, ["<start_of_turn>", "<end_of_turn>"],
+                    {**GEMMA_ADDED, 4: ("<start_of_turn>", True), 5: ("<end_of_turn>", True)})
     torch.manual_seed(3)
     cfg = Gemma3TextConfig(vocab_size=512, head_dim=32, sliding_window=64, pad_token_id=0, eos_token_id=1,
                            bos_token_id=2, query_pre_attn_scalar=32, **{**TINY, "num_hidden_layers": 3})
@@ -180,12 +185,7 @@ def gemma2(out: Path) -> None:
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     base = out / "base"
-    ids = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
-    train_spm(base, 512, ["<start_of_turn>", "<end_of_turn>"], ids)
-    write_tokenizer_config(base, {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
-                                  "pad_token": "<pad>"},
-                           {0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True)},
-                           tokenizer_class="GemmaTokenizer")
+    gemma_tokenizer(base, ["<start_of_turn>", "<end_of_turn>"])
     torch.manual_seed(7)
     cfg = Gemma2Config(vocab_size=512, head_dim=32, sliding_window=4, query_pre_attn_scalar=32,
                        attn_logit_softcapping=1.0, final_logit_softcapping=0.5, pad_token_id=0, eos_token_id=1,
@@ -255,12 +255,7 @@ def gemma3mm(out: Path) -> None:
     from transformers.models.siglip import SiglipVisionConfig
 
     base = out / "base"
-    ids = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
-    train_spm(base, 512, ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>"], ids)
-    write_tokenizer_config(base, {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
-                                  "pad_token": "<pad>"},
-                           {0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True)},
-                           tokenizer_class="GemmaTokenizer")
+    gemma_tokenizer(base, ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>"])
     torch.manual_seed(6)
     # as in Gemma 3: the image soft token lies past the tokenizer's vocabulary (embedding rows llama.cpp trims)
     text = Gemma3TextConfig(vocab_size=516, head_dim=32, sliding_window=64, query_pre_attn_scalar=32,

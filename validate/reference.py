@@ -59,15 +59,16 @@ class Source:
         return self._refs[self.stored(name) or name]
 
     def raw(self, name: str, rows: slice | None = None) -> bytes:
-        ref = self._ref(name)
-        start, stop = (0, ref.rows) if rows is None or not ref.shape else rows.indices(ref.rows)[:2]
-        return ref.read_raw(start, stop).tobytes()
+        return self._ref(name).read_bytes(*self._span(name, rows))
 
     def get(self, name: str, rows: slice | None = None) -> np.ndarray:
         """float32 values in numpy order (rows: only those rows)."""
         ref = self._ref(name)
-        start, stop = (0, ref.rows) if rows is None or not ref.shape else rows.indices(ref.rows)[:2]
-        return to_f32(ref.read_raw(start, stop), ref.dtype).astype(np.float32, copy=False)
+        return to_f32(ref.read_raw(*self._span(name, rows)), ref.dtype).astype(np.float32, copy=False)
+
+    def _span(self, name: str, rows: slice | None) -> tuple[int, int]:
+        ref = self._ref(name)
+        return (0, ref.rows) if rows is None or not ref.shape else rows.indices(ref.rows)[:2]
 
 
 class PeftReference:

@@ -56,6 +56,14 @@ def rope_freqs(h) -> list[tuple[str, np.ndarray]]:
     return [("rope_freqs.weight", np.array(out, dtype=np.float32))]
 
 
+def llama_derived(name: str, hf_architectures: tuple[str, ...], defaults: dict, metadata=None) -> Arch:
+    """An architecture llama.cpp converts with a LlamaModel subclass: the llama layout, tokenizer route and q/k
+    permutation under its own name; `metadata` when it writes more than llama's keys."""
+    return Arch(name=name, hf_architectures=hf_architectures, tensors=LLAMA_LIKE,
+                metadata=metadata or (lambda h, file_type: llama_keys(name, h, file_type)), vocab=vocab,
+                permute_qk=True, defaults=defaults)
+
+
 ARCH = Arch(
     name="llama",
     hf_architectures=("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"),

@@ -6,25 +6,9 @@ llama.cpp's runtime loads, shown by its logits against PEFT's (tests/test_llama_
 
 from __future__ import annotations
 
-from . import Arch
-from .common import LLAMA_LIKE
-from .llama import llama_keys, vocab
+from .llama import llama_derived
 
-A = "mistral3"
-
-
-def metadata(h, file_type: int) -> list:
-    return llama_keys(A, h, file_type)
-
-
-ARCH = Arch(
-    name=A,
-    hf_architectures=("Mistral3ForConditionalGeneration",),
-    tensors=LLAMA_LIKE,
-    metadata=metadata,
-    vocab=vocab,
-    permute_qk=True,
-    # MistralConfig's defaults (transformers 5), for the text model
-    defaults={"num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
-              "vocab_size": 32000, "rope_theta": 10000.0},
-)
+# MistralConfig's defaults (transformers 5), for the text model
+ARCH = llama_derived("mistral3", ("Mistral3ForConditionalGeneration",),
+                     {"num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 131072,
+                      "rms_norm_eps": 1e-6, "vocab_size": 32000, "rope_theta": 10000.0})

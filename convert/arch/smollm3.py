@@ -3,25 +3,9 @@ RoPE on every 4th layer as transformers' no_rope_layer_interval does (nothing to
 
 from __future__ import annotations
 
-from . import Arch
-from .common import LLAMA_LIKE
-from .llama import llama_keys, vocab
+from .llama import llama_derived
 
-A = "smollm3"
-
-
-def metadata(h, file_type: int) -> list:
-    return llama_keys(A, h, file_type)
-
-
-ARCH = Arch(
-    name=A,
-    hf_architectures=("SmolLM3ForCausalLM",),
-    tensors=LLAMA_LIKE,
-    metadata=metadata,
-    vocab=vocab,
-    permute_qk=True,
-    # SmolLM3Config's defaults (transformers 5)
-    defaults={"num_key_value_heads": 4, "max_position_embeddings": 32768,
-              "rms_norm_eps": 1e-6, "vocab_size": 128256, "rope_theta": 2_000_000.0},
-)
+# SmolLM3Config's defaults (transformers 5)
+ARCH = llama_derived("smollm3", ("SmolLM3ForCausalLM",),
+                     {"num_key_value_heads": 4, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+                      "vocab_size": 128256, "rope_theta": 2_000_000.0})

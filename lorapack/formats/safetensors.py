@@ -52,19 +52,26 @@ class TensorRef:
     def rows(self) -> int:
         return self.shape[0] if self.shape else 1
 
-    def read_raw(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows [start, stop) of the stored values, with BF16 as uint16 bit patterns."""
-        rows = self.rows
-        stop = rows if stop is None else min(stop, rows)
-        start = max(0, min(start, stop))
-        row_bytes = self.nbytes // rows if rows else 0
+    def _rows(self, start: int, stop: int | None) -> tuple[int, int]:
+        stop = self.rows if stop is None else min(stop, self.rows)
+        return max(0, min(start, stop)), stop
+
+    def read_bytes(self, start: int = 0, stop: int | None = None) -> bytes:
+        """Rows [start, stop) as stored, one positioned read."""
+        start, stop = self._rows(start, stop)
+        row_bytes = self.nbytes // self.rows if self.rows else 0
         n = (stop - start) * row_bytes
         with open(self.path, "rb") as f:
             buf = os.pread(f.fileno(), n, self.offset + start * row_bytes)
         if len(buf) != n:
             raise CheckpointError(f"{self.path.name}: tensor {self.name} is truncated (the file changed?)")
+        return buf
+
+    def read_raw(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) of the stored values, with BF16 as uint16 bit patterns."""
+        start, stop = self._rows(start, stop)
         shape = (stop - start, *self.shape[1:]) if self.shape else ()
-        return np.frombuffer(buf, dtype=DTYPES[self.dtype]).reshape(shape)
+        return np.frombuffer(self.read_bytes(start, stop), dtype=DTYPES[self.dtype]).reshape(shape)
 
     def read_f32(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) as float32 (exact for F16/BF16/F32 sources)."""
