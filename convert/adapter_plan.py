@@ -9,21 +9,24 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 from gguf import Keys
 
-from .arch import llama_permute
+from lorapack.spec import keys, kinds
+from lorapack.spec.plan import KV, Plan, PlannedTensor, array, f32, string, u32
+from lorapack.spec.types import stored_type
+
 from .base import BaseModel, general_keys
 from .peft import Adapter, LoraModule
-from .plan import KV, Plan, PlannedTensor, array, f32, string, u32
-from .types import stored_type
-
-FINGERPRINT = "lorapack.base.fingerprint"
+from .transforms import expert_factors, forward
 
 
-def lora_factors(m: LoraModule, fold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def lora_factors(model: BaseModel, m: LoraModule, fold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(lora_a, lora_b) as llama.cpp stores them, numpy order: a (r, in) — (vocab, r) for embeddings — and
-    b (out, r). The q/k row permutation goes on b; a scale factor, when folded, multiplies b in float32."""
+    b (out, r), each through the architecture's transforms as the base weight's rows and columns; a scaling
+    factor, when folded, multiplies b in float32."""
     a, b = m.read_a(), m.read_b()
-    if m.qk_heads is not None:
-        b = llama_permute(b, m.qk_heads)
+    if m.experts:  # kinds.EXPERT_STACK: PEFT's grouped factors → llama.cpp's stacks
+        a, b = expert_factors(a, b, m.experts)
+    a = forward(model, m.base_name, kinds.LORA_A, a)
+    b = forward(model, m.base_name, kinds.LORA_B, b)
     if m.embedding:
         a = a.T  # llama.cpp gathers rows of lora_a by token id
     if fold != 1.0:
@@ -31,16 +34,18 @@ def lora_factors(m: LoraModule, fold: float = 1.0) -> tuple[np.ndarray, np.ndarr
     return a, b
 
 
-def lora_tensors(adapter: Adapter, outtype: QT, folds: dict[str, float]) -> list[PlannedTensor]:
+def lora_tensors(model: BaseModel, adapter: Adapter, outtype: QT, folds: dict[str, float]) -> list[PlannedTensor]:
     out = []
     for m in adapter.modules:
         r = m.rank
         a_shape = (m.a.shape[1], r) if m.embedding else (r, m.a.shape[1])
-        b_shape = (m.b.shape[0], r)
+        b_shape = (m.out_features, r)
+        if m.experts:
+            a_shape, b_shape = (m.experts, *a_shape), (m.experts, *b_shape)
         fold = folds.get(m.module, 1.0)
         for suffix, shape, pick in ((".lora_a", a_shape, 0), (".lora_b", b_shape, 1)):
             name = m.base_name + suffix
-            produce = lambda m=m, fold=fold, pick=pick: lora_factors(m, fold)[pick]  # noqa: E731
+            produce = lambda m=m, fold=fold, pick=pick: lora_factors(model, m, fold)[pick]  # noqa: E731
             out.append(PlannedTensor(name, shape, stored_type(name, shape, outtype), produce, m.module))
     return out
 
@@ -49,17 +54,17 @@ def adapter_kv(adapter: Adapter, alpha: float, folded: bool, fingerprint: str) -
     return [
         string(Keys.Adapter.TYPE, "lora"),
         f32(Keys.Adapter.LORA_ALPHA, alpha),
-        string("lorapack.adapter.name", adapter.name),
-        f32("lorapack.adapter.lora_alpha", adapter.lora_alpha),
-        u32("lorapack.adapter.rank", max(m.rank for m in adapter.modules)),
-        string("lorapack.adapter.scaling", "rslora" if adapter.config.get("use_rslora") else "alpha/r"),
-        KV("lorapack.adapter.scale_folded_into_lora_b", VT.BOOL, folded),
-        array("lorapack.adapter.targets", adapter.targets, VT.STRING),
-        string("lorapack.adapter.config", json.dumps(adapter.config, sort_keys=True)),
-        array("lorapack.adapter.source_files", sorted(adapter.file_hashes), VT.STRING),
-        array("lorapack.adapter.source_sha256", [adapter.file_hashes[k] for k in sorted(adapter.file_hashes)],
+        string(keys.ADAPTER_NAME, adapter.name),
+        f32(keys.ADAPTER_LORA_ALPHA, adapter.lora_alpha),
+        u32(keys.ADAPTER_RANK, max(m.rank for m in adapter.modules)),
+        string(keys.ADAPTER_SCALING, "rslora" if adapter.config.get("use_rslora") else "alpha/r"),
+        KV(keys.ADAPTER_FOLDED, VT.BOOL, folded),
+        array(keys.ADAPTER_TARGETS, adapter.targets, VT.STRING),
+        string(keys.ADAPTER_CONFIG, json.dumps(adapter.config, sort_keys=True)),
+        array(keys.ADAPTER_SOURCE_FILES, sorted(adapter.file_hashes), VT.STRING),
+        array(keys.ADAPTER_SOURCE_SHA256, [adapter.file_hashes[k] for k in sorted(adapter.file_hashes)],
               VT.STRING),
-        string(FINGERPRINT, fingerprint),
+        string(keys.FINGERPRINT, fingerprint),
     ]
 
 
@@ -71,5 +76,5 @@ def adapter_plan(adapter: Adapter, model: BaseModel, outtype: QT) -> Plan:
     general = general_keys(model, "adapter")
     plan.add(general[0], general[1], string(Keys.General.NAME, adapter.name))
     plan.add(*adapter_kv(adapter, alpha, folded, model.ckpt.fingerprint()))
-    plan.tensors = lora_tensors(adapter, outtype, folds)
+    plan.tensors = lora_tensors(model, adapter, outtype, folds)
     return plan

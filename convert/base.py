@@ -11,17 +11,17 @@ from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import CheckpointError
 from lorapack.formats.safetensors import TensorRef
+from lorapack.spec import kinds
+from lorapack.spec.arch import Spec, is_tower, spec_for
+from lorapack.spec.hparams import HParams, flatten
+from lorapack.spec.names import NameTable, block_of, expert_part, name_table
+from lorapack.spec.plan import Plan, PlannedTensor, string, u32
+from lorapack.spec.types import direct_encoder, file_type, stored_type
 
-from .arch import Arch, arch_for, llama_permute
 from .checkpoint import BaseCheckpoint
-from .hparams import HParams, flatten
-from .plan import Plan, PlannedTensor, string, u32
-from .types import direct_encoder, file_type, stored_type
+from .tokenizers import vocabulary
+from .transforms import forward, forward_rows, norm_offset, row_local, stack_experts
 from .vocab import load_tokenizer_json, release_tokenizers
-
-# multimodal towers llama.cpp leaves out of the text model
-SKIP_PREFIXES = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision",
-                 "model.multi_modal_projector.", "model.audio_tower.")
 
 
 @dataclass
@@ -29,7 +29,7 @@ class BaseModel:
     """A checkpoint with its architecture resolved: what both base and adapter conversion need."""
 
     ckpt: BaseCheckpoint
-    arch: Arch
+    spec: Spec
     h: HParams
     _vocab_rows: int | None = None
     _by_gguf: dict[str, str] | None = None
@@ -42,18 +42,14 @@ class BaseModel:
     def n_head_kv(self) -> int:
         return self.h.find(["n_kv_heads", "num_key_value_heads"], None) or self.n_head
 
-    def qk_heads(self, hf_name: str) -> int | None:
-        """Heads to permute by, for a q/k projection of an architecture that permutes; else None."""
-        if not self.arch.permute_qk:
-            return None
-        if ".q_proj." in hf_name + ".":
-            return self.n_head
-        if ".k_proj." in hf_name + ".":
-            return self.n_head_kv
-        return None
+    @property
+    def names(self) -> NameTable:
+        return name_table(self.spec, self.h.block_count)
 
     def map_name(self, hf_name: str) -> tuple[str, int | None] | None:
-        return self.arch.map_name(hf_name)
+        """HF tensor name → (GGUF tensor name, block id), or None when llama.cpp's table has no row for it."""
+        gguf_name = self.names.gguf_name(hf_name)
+        return (gguf_name, block_of(gguf_name)) if gguf_name else None
 
     def checkpoint_name(self, hf_name: str) -> str | None:
         """The checkpoint's own name for the weight a module name refers to. Names differ between the two:
@@ -65,8 +61,7 @@ class BaseModel:
         if (mapped := self.map_name(hf_name)) is None:
             return None
         if self._by_gguf is None:
-            self._by_gguf = {m[0]: n for n in self.ckpt.tensors if not n.startswith(SKIP_PREFIXES)
-                             and (m := self.map_name(n))}
+            self._by_gguf = {m[0]: n for n in self.ckpt.tensors if not is_tower(n) and (m := self.map_name(n))}
         if mapped[0] == "output.weight" and mapped[0] not in self._by_gguf:
             return "lm_head.weight" if "token_embd.weight" in self._by_gguf else None
         return self._by_gguf.get(mapped[0])
@@ -77,8 +72,8 @@ class BaseModel:
 
 
 def resolve(ckpt: BaseCheckpoint) -> BaseModel:
-    arch = arch_for(ckpt.config)
-    model = BaseModel(ckpt, arch, flatten(ckpt.config, arch.defaults))
+    spec = spec_for(ckpt.config)
+    model = BaseModel(ckpt, spec, flatten(ckpt.config, spec.defaults))
     _check_vocab_size(model)
     return model
 
@@ -98,7 +93,7 @@ def _check_vocab_size(model: BaseModel) -> None:
 
 
 def general_keys(model: BaseModel, kind: str) -> list:
-    return [string(Keys.General.ARCHITECTURE, model.arch.name), string(Keys.General.TYPE, kind),
+    return [string(Keys.General.ARCHITECTURE, model.spec.name), string(Keys.General.TYPE, kind),
             string(Keys.General.NAME, model.ckpt.path.resolve().name)]
 
 
@@ -108,23 +103,35 @@ Delta = Callable[[int, int], np.ndarray]
 
 def base_plan(model: BaseModel, outtype: QT, deltas: dict[str, Delta] | None = None) -> Plan:
     plan = Plan()
-    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
+    n_vocab = trimmed_rows(model)
     plan.add(*general_keys(model, "model"))
-    plan.add(*model.arch.metadata(model.h, int(file_type(outtype))))
+    plan.add(*model.spec.metadata(model.h, int(file_type(outtype))))
     plan.add(u32(Keys.General.QUANTIZATION_VERSION, GGML_QUANT_VERSION))
-    plan.add(*model.arch.vocab(model.ckpt, model.h))
+    plan.add(*vocabulary(model.spec, model.ckpt, model.h))
     release_tokenizers()
-    for name, values in model.arch.extra_tensors(model.h):
+    for name, values in (model.spec.generated or (lambda h: []))(model.h):
         plan.tensors.append(PlannedTensor(name, values.shape, QT.F32, lambda v=values: v, "(generated)"))
     plan.tensors += base_tensors(model, outtype, deltas or {}, n_vocab)
     return plan
 
 
+def trimmed_rows(model: BaseModel) -> int | None:
+    """Rows token_embd / output keep under kinds.VOCAB_TRIM (None: all of them)."""
+    return vocab_rows(model) if model.spec.has(kinds.VOCAB_TRIM) else None
+
+
 def base_tensors(model: BaseModel, outtype: QT, deltas: dict[str, Delta], n_vocab: int | None
                  ) -> list[PlannedTensor]:
+    """In the checkpoint's order, as llama.cpp visits it; a block's stacked experts where its last expert
+    tensor comes (when llama.cpp has collected them all), in name order."""
     out, unmapped = [], []
-    for hf_name, ref in model.ckpt.tensors.items():
-        if hf_name.endswith(model.arch.skip) or hf_name.startswith(SKIP_PREFIXES):
+    experts, last = expert_groups(model)
+    for i, (hf_name, ref) in enumerate(model.ckpt.tensors.items()):
+        if hf_name.endswith(model.spec.skip) or is_tower(hf_name):
+            continue
+        if expert_part(model.spec.text_name(hf_name)) is not None:
+            for stacked in last.get(i, []):
+                out.append(planned_stack(model, stacked, experts[stacked], outtype, deltas.get(stacked)))
             continue
         mapped = model.map_name(hf_name)
         if mapped is None:
@@ -132,9 +139,36 @@ def base_tensors(model: BaseModel, outtype: QT, deltas: dict[str, Delta], n_voca
             continue
         out.append(planned(model, mapped[0], hf_name, ref, outtype, n_vocab, deltas.get(hf_name)))
     if unmapped:
-        raise CheckpointError(f"{len(unmapped)} tensors have no {model.arch.name} mapping: "
+        raise CheckpointError(f"{len(unmapped)} tensors have no {model.spec.name} mapping: "
                               f"{', '.join(unmapped[:6])}{' …' if len(unmapped) > 6 else ''}")
     return out
+
+
+def expert_groups(model: BaseModel) -> tuple[dict[str, list[TensorRef]], dict[int, list[str]]]:
+    """(stacked HF name → its experts' tensors in expert order, checkpoint position → stacked names due there)."""
+    found: dict[str, dict[int, TensorRef]] = {}
+    block_last: dict[str, int] = {}
+    for i, (hf_name, ref) in enumerate(model.ckpt.tensors.items()):
+        if (part := expert_part(model.spec.text_name(hf_name))) is not None:
+            stacked, xid = part
+            found.setdefault(stacked, {})[xid] = ref
+            block_last[stacked.rsplit(".experts.", 1)[0]] = i
+    if not found:
+        return {}, {}
+    n = model.h.find(["num_local_experts", "num_experts"])
+    groups = {}
+    for stacked, parts in found.items():
+        if sorted(parts) != list(range(n)):
+            raise CheckpointError(f"{stacked}: the checkpoint has experts {sorted(parts)[:8]}, config.json "
+                                  f"num_experts is {n}")
+        shapes = {parts[x].shape for x in parts}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise CheckpointError(f"{stacked}: the experts' tensors differ in shape or are not 2-D")
+        groups[stacked] = [parts[x] for x in range(n)]
+    due: dict[int, list[str]] = {}
+    for stacked in sorted(groups):
+        due.setdefault(block_last[stacked.rsplit(".experts.", 1)[0]], []).append(stacked)
+    return groups, due
 
 
 def planned(model: BaseModel, name: str, hf_name: str, ref: TensorRef, outtype: QT, n_vocab: int | None,
@@ -143,17 +177,21 @@ def planned(model: BaseModel, name: str, hf_name: str, ref: TensorRef, outtype: 
     if n_vocab is not None and name in ("token_embd.weight", "output.weight"):
         shape = (min(shape[0], n_vocab), *shape[1:])
     qtype = stored_type(name, shape, outtype)
-    produce, chunks, encoded = _producer(model, hf_name, ref, shape, qtype, delta)
+    produce, chunks, encoded = _producer(model, name, ref, shape, qtype, delta)
     return PlannedTensor(name, shape, qtype, produce, hf_name, chunks, encoded)
 
 
-def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, ...], qtype: QT,
+def _role(name: str) -> str:
+    return kinds.BIAS if name.endswith(".bias") else kinds.WEIGHT
+
+
+def _producer(model: BaseModel, name: str, ref: TensorRef, shape: tuple[int, ...], qtype: QT,
               delta: Delta | None):
     """(produce, chunks, encoded): the transformed values whole, the same in row blocks when every transform is
     row-local, and whether they come already encoded (a direct bit mapping, no float arithmetic needed)."""
-    heads = model.qk_heads(hf_name)
-    shift = model.arch.norm_shift if hf_name.endswith("norm.weight") else 0.0
-    direct = direct_encoder(ref.dtype, qtype) if not shift and delta is None else None
+    role = _role(name)
+    plain = norm_offset(model, name, role) == 0  # no value kind applies: bits may map straight across
+    direct = direct_encoder(ref.dtype, qtype) if plain and delta is None else None
 
     def rows(start: int, stop: int) -> np.ndarray:
         if direct is not None:
@@ -163,11 +201,11 @@ def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, 
         v = ref.read_raw(start, stop) if ref.dtype == "F16" and delta is None else ref.read_f32(start, stop)
         if delta is not None:
             v = v + delta(start, stop)
-        return v + v.dtype.type(shift) if shift else v
+        return forward_rows(model, name, role, v)
 
     def produce() -> np.ndarray:
         v = rows(0, shape[0] if shape else 1).reshape(shape)
-        return llama_permute(v, heads) if heads is not None else v  # row order only: valid on encoded values
+        return forward(model, name, role, v) if not row_local(model, name, role) else v
 
     def chunks() -> Iterator[np.ndarray]:
         for start, stop in ref.row_chunks():
@@ -175,7 +213,24 @@ def _producer(model: BaseModel, hf_name: str, ref: TensorRef, shape: tuple[int, 
                 yield rows(start, min(stop, shape[0]))
 
     big = len(shape) >= 2 and ref.nbytes > (16 << 20)
-    return produce, (chunks if big and heads is None else None), direct is not None
+    return produce, (chunks if big and row_local(model, name, role) else None), direct is not None
+
+
+def planned_stack(model: BaseModel, stacked: str, refs: list[TensorRef], outtype: QT,
+                  delta: Delta | None = None) -> PlannedTensor:
+    """One 3-D (experts, out, in) tensor from per-expert 2-D ones (kinds.EXPERT_STACK)."""
+    name = model.map_name(stacked)[0]
+    shape = (len(refs), *refs[0].shape)
+    qtype = stored_type(name, shape, outtype)
+    direct = direct_encoder(refs[0].dtype, qtype) if delta is None else None
+
+    def produce() -> np.ndarray:
+        if direct is not None:
+            return stack_experts([direct(r.read_raw()) for r in refs])
+        v = stack_experts([r.read_raw() if r.dtype == "F16" and delta is None else r.read_f32() for r in refs])
+        return v + delta(0, shape[0]) if delta is not None else v
+
+    return PlannedTensor(name, shape, qtype, produce, stacked, None, direct is not None)
 
 
 def vocab_rows(model: BaseModel) -> int:

@@ -7,7 +7,6 @@ Features are judged by their effect on the weights, not by a key being present i
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,11 @@ from lorapack.errors import AdapterError, LorapackError
 from lorapack.formats.jsonfile import read_json
 from lorapack.formats.peft_config import check_adapter_config, lora_alpha, module_alpha, module_rank, split_key
 from lorapack.formats.safetensors import FLOAT_DTYPES, TensorRef, read_header, to_f32
+from lorapack.spec import lora
+from lorapack.spec.arch import is_tower
 
-from .base import SKIP_PREFIXES, BaseModel
+from .base import BaseModel
+from .experts import expert_modules, expert_parameters, param_wrappers
 
 
 @dataclass
@@ -33,16 +35,22 @@ class LoraModule:
     b: TensorRef  # (out, r) — for embeddings lora_embedding_B: (dim, r)
     rank: int
     alpha: float  # from lora_alpha / alpha_pattern
-    scale: float  # PEFT's scaling: alpha / r, or alpha / sqrt(r) with rsLoRA
+    scaling: float  # PEFT's: alpha / r, or alpha / sqrt(r) with rsLoRA (lorapack.spec.lora.scaling)
     embedding: bool
-    qk_heads: int | None  # llama q/k: rows of B are permuted like the base weight
     magnitude: TensorRef | None = None  # DoRA
+    experts: int = 0  # target_parameters on fused experts: a (E·r, in), b (out, r·E) — convert/experts.py
+    rows: tuple[int, int] | None = None  # the rows of b this module takes (one part of a fused parameter)
 
     def read_a(self) -> np.ndarray:
         return _work(self.a)
 
     def read_b(self) -> np.ndarray:
-        return _work(self.b)
+        b = _work(self.b)
+        return b[self.rows[0]:self.rows[1]] if self.rows else b
+
+    @property
+    def out_features(self) -> int:
+        return self.rows[1] - self.rows[0] if self.rows else self.b.shape[0]
 
 
 @dataclass
@@ -65,12 +73,12 @@ class Adapter:
     def gguf_alpha(self) -> tuple[float, dict[str, float]]:
         """(adapter.lora.alpha, factor folded into lora_b per module).
 
-        llama.cpp scales each tensor by alpha / rank with one alpha per file. When every module's PEFT scale
+        llama.cpp scales each tensor by alpha / rank with one alpha per file. When every module's PEFT scaling
         times its rank agrees, that product is the alpha and nothing is folded (plain LoRA: alpha = lora_alpha,
         byte-equal with llama.cpp's converter; uniform-rank rsLoRA: alpha·√r). Otherwise the file keeps
         lora_alpha and each module's remaining factor is folded into lora_b.
         """
-        effective = {m.module: m.scale * m.rank for m in self.modules}
+        effective = {m.module: m.scaling * m.rank for m in self.modules}
         values = set(effective.values())
         if len(values) == 1 and (only := values.pop()) != 0:
             return only, {m: 1.0 for m in effective}
@@ -137,8 +145,6 @@ def _unsupported(config: dict, tensors: dict[str, TensorRef]) -> list[str]:
         problems.append(f"peft_type {kind} is not supported (LoRA only)")
     if config.get("fan_in_fan_out"):
         problems.append("fan_in_fan_out (GPT-2 Conv1D layout) is not supported")
-    if config.get("target_parameters"):
-        problems.append(f"target_parameters {config['target_parameters']} (LoRA on raw parameters) is not supported")
     if config.get("layer_replication"):
         problems.append("layer_replication is not supported")
     if config.get("alora_invocation_tokens") or config.get("invocation_string"):
@@ -161,10 +167,19 @@ def _modules(config: dict, tensors: dict[str, TensorRef], model: BaseModel):
             continue
         parts.setdefault(split[0], {})[split[1]] = ref
     modules, full = [], {}
-    if tower := [m for m in parts if m.startswith(SKIP_PREFIXES) or ".vision_tower." in m]:
+    if tower := [m for m in parts if is_tower(m)]:
         problems.append(f"LoRA on the vision tower ({len(tower)} modules, e.g. {tower[0]}) is not supported: "
                         "llama.cpp applies adapters to the text model only (images go through its mmproj)")
         parts = {m: k for m, k in parts.items() if m not in tower}
+    if config.get("target_parameters") and not expert_parameters(config, model):
+        problems.append(f"target_parameters {config['target_parameters']} name no fused expert parameter of this "
+                        f"{model.spec.name} base (lorapack converts target_parameters LoRA on MoE experts only)")
+    if wrappers := param_wrappers(config, parts):
+        try:
+            modules += expert_modules(config, wrappers, model)
+        except AdapterError as e:
+            problems += e.problems
+        parts = {m: k for m, k in parts.items() if m not in wrappers}
     for module, kinds in parts.items():
         if "modules_to_save" in kinds or ("weight" in kinds and "lora_A" not in kinds):
             full[f"{module}.weight"] = kinds.get("modules_to_save", kinds.get("weight"))
@@ -214,7 +229,7 @@ def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: 
     mapped = model.map_name(f"{module}.weight")
     base = _base_ref(model, f"{module}.weight")
     if mapped is None or base is None:
-        raise AdapterError(f"unknown module {module} (not a {model.arch.name} weight in the base)")
+        raise AdapterError(f"unknown module {module} (not a {model.spec.name} weight in the base)")
     if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] != b.shape[1]:
         raise AdapterError(f"{module}: lora_A {list(a.shape)} and lora_B {list(b.shape)} do not pair")
     rank = a.shape[0]
@@ -229,9 +244,8 @@ def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: 
         if not np.all(np.isfinite(_work(ref))):
             raise AdapterError(f"{module}: {label} has non-finite values")
     alpha = module_alpha(config, module)
-    scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
     magnitude = kinds.get("lora_magnitude_vector") if config.get("use_dora") else None
     if config.get("use_dora") and magnitude is None:
         raise AdapterError(f"{module}: use_dora is set but the magnitude vector is missing")
-    return LoraModule(module, mapped[0], model.checkpoint_name(f"{module}.weight"), a, b, rank, alpha, scale, emb,
-                      model.qk_heads(f"{module}.weight"), magnitude)
+    return LoraModule(module, mapped[0], model.checkpoint_name(f"{module}.weight"), a, b, rank, alpha,
+                      lora.scaling(alpha, rank, bool(config.get("use_rslora"))), emb, magnitude)

@@ -21,8 +21,7 @@ from gguf import Keys
 
 from lorapack.errors import CheckpointError
 from lorapack.formats.jsonfile import is_int, read_json
-
-from .plan import KV, array, string
+from lorapack.spec.plan import KV, array, string
 
 log = logging.getLogger(__name__)
 _PRE = json.loads((Path(__file__).parent / "bpe_pre_hashes.json").read_text(encoding="utf-8"))

@@ -11,12 +11,12 @@ from typing import Callable
 from lorapack.convert.base import resolve
 from lorapack.convert.checkpoint import load_checkpoint
 from lorapack.convert.peft import load_adapter
-from lorapack.convert.types import ADAPTER_OUTTYPES, parse_outtype
 from lorapack.errors import LorapackError
 from lorapack.names import parse_adapter_arg
 from lorapack.outputs import check_output, staged
 from lorapack.pack.gguf_io import total_bytes, write_plan
 from lorapack.pack.layouts import adapters_only_plans, combined_plan, merged_plan, write_separate
+from lorapack.spec.types import ADAPTER_OUTTYPES, parse_outtype
 
 
 @dataclass

@@ -17,9 +17,9 @@ from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERS
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
-from lorapack.convert.plan import KV, Plan, PlannedTensor
-from lorapack.convert.types import encode, nbytes
 from lorapack.errors import LorapackError
+from lorapack.spec.plan import KV, Plan, PlannedTensor
+from lorapack.spec.types import encode, nbytes
 
 _SCALAR = {
     VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h", VT.UINT32: "<I", VT.INT32: "<i",

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from lorapack.errors import LorapackError, clean
 from lorapack.formats.gguf import adapter_names, read_gguf
+from lorapack.spec import keys
 
 from .layouts import ADAPTER_NS, COMBINED
 
 
 def describe_file(path: Path) -> dict:
     f = read_gguf(path)
-    adapters = adapter_names(f, COMBINED + "adapters")
+    adapters = adapter_names(f, keys.COMBINED_ADAPTERS)
     base_tensors = [t for t in f.tensors if not t.name.startswith(ADAPTER_NS)]
     info = {
         "path": str(path),
@@ -22,7 +23,7 @@ def describe_file(path: Path) -> dict:
         "tensors": len(f.tensors),
         "bytes": path.stat().st_size,
         "tensor_types": dict(Counter(t.qtype.name for t in base_tensors)),
-        "base_fingerprint": f.typed("lorapack.base.fingerprint", "str"),
+        "base_fingerprint": f.typed(keys.FINGERPRINT, "str"),
     }
     if info["type"] == "adapter":
         info["adapter"] = _adapter(lambda k, kind: f.typed(k, kind), f.tensors)
@@ -31,19 +32,19 @@ def describe_file(path: Path) -> dict:
         info["adapters"] = {n: _adapter(lambda k, kind, n=n: f.typed(f"{COMBINED}{n}.{k}", kind),
                                         [t for t in f.tensors if t.name.startswith(f"{ADAPTER_NS}{n}.")])
                             for n in adapters}
-    elif "lorapack.merged.adapters" in f.fields:
+    elif keys.MERGED_ADAPTERS in f.fields:
         info["layout"] = "merged"
-        info["merged"] = dict(zip(adapter_names(f, "lorapack.merged.adapters"),
-                                  f.typed("lorapack.merged.scales", "float[]", [])))
+        info["merged"] = dict(zip(adapter_names(f, keys.MERGED_ADAPTERS),
+                                  f.typed(keys.MERGED_WEIGHTS, "float[]", [])))
     return info
 
 
 def _adapter(get, tensors) -> dict:
     """`get(key, kind)`: the typed value (lorapack.formats.gguf.GGUFFile.typed) under the adapter's namespace."""
-    return {"name": get("lorapack.adapter.name", "str"), "alpha": get("adapter.lora.alpha", "float"),
-            "rank": get("lorapack.adapter.rank", "int"), "targets": get("lorapack.adapter.targets", "str[]"),
+    return {"name": get(keys.ADAPTER_NAME, "str"), "alpha": get("adapter.lora.alpha", "float"),
+            "rank": get(keys.ADAPTER_RANK, "int"), "targets": get(keys.ADAPTER_TARGETS, "str[]"),
             "tensors": len(tensors), "tensor_types": dict(Counter(t.qtype.name for t in tensors)),
-            "base_fingerprint": get("lorapack.base.fingerprint", "str")}
+            "base_fingerprint": get(keys.FINGERPRINT, "str")}
 
 
 def describe(target: Path) -> dict:

@@ -11,17 +11,17 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
-from lorapack.convert.adapter_plan import FINGERPRINT, adapter_plan
-from lorapack.convert.arch import llama_permute
-from lorapack.convert.base import BaseModel, base_plan, planned, vocab_rows
+from lorapack.convert.adapter_plan import adapter_plan
+from lorapack.convert.base import BaseModel, base_plan, planned, trimmed_rows
 from lorapack.convert.peft import Adapter, LoraModule
-from lorapack.convert.plan import Plan, PlannedTensor, array, string
+from lorapack.convert.transforms import expert_factors, forward
 from lorapack.errors import LorapackError
+from lorapack.spec import keys, kinds, lora
+from lorapack.spec.plan import Plan, PlannedTensor, array, string
 
 from .gguf_io import write_plan
 
-COMBINED = "lorapack.combined."
-ADAPTER_NS = "adapter."  # combined files keep adapter tensors as adapter.<NAME>.<tensor>
+COMBINED, ADAPTER_NS = keys.COMBINED, keys.ADAPTER_NS
 
 
 @dataclass
@@ -51,7 +51,7 @@ def tied(model: BaseModel) -> bool:
 
 
 def with_fingerprint(plan: Plan, model: BaseModel) -> Plan:
-    plan.add(string(FINGERPRINT, model.ckpt.fingerprint()))
+    plan.add(string(keys.FINGERPRINT, model.ckpt.fingerprint()))
     return plan
 
 
@@ -99,12 +99,12 @@ def combined_plan(model: BaseModel, adapters: list[Adapter], outtype: QT, adapte
     """The base plan, then every adapter's keys under lorapack.combined.<NAME>. and its tensors under
     adapter.<NAME>. — exactly what unpack needs to give back the separate layout byte for byte."""
     plan = with_fingerprint(base_plan(model, outtype), model)
-    plan.add(array(COMBINED + "adapters", [a.name for a in adapters], VT.STRING))
+    plan.add(array(keys.COMBINED_ADAPTERS, [a.name for a in adapters], VT.STRING))
     for a in adapters:
         sub = adapter_plan(a, model, adapter_outtype)
         ns = f"{COMBINED}{a.name}."
         plan.add(*(replace(kv, key=ns + kv.key) for kv in sub.kv.values()))
-        plan.add(array(ns + "separate_blockers", separate_blockers(a, model), VT.STRING))
+        plan.add(array(ns + keys.SEPARATE_BLOCKERS, separate_blockers(a, model), VT.STRING))
         plan.tensors += [replace(t, name=f"{ADAPTER_NS}{a.name}.{t.name}") for t in sub.tensors]
         plan.tensors += _extras(a, model, outtype, f"{ADAPTER_NS}{a.name}.")
     return plan
@@ -115,9 +115,10 @@ def _extras(a: Adapter, model: BaseModel, outtype: QT, prefix: str) -> list[Plan
     out = []
     for m in a.modules:
         if m.magnitude is not None:  # one value per output row, in the GGUF weight's row order
-            produce = lambda m=m: _rows_like_base(m.magnitude.read_f32(), m.qk_heads)  # noqa: E731
-            out.append(PlannedTensor(f"{prefix}{m.base_name}.dora_m", m.magnitude.shape, QT.F32, produce, m.module))
-    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
+            produce = lambda m=m: forward(model, m.base_name, kinds.MAGNITUDE, m.magnitude.read_f32())  # noqa: E731
+            name = f"{prefix}{m.base_name}{keys.DORA_SUFFIX}"
+            out.append(PlannedTensor(name, m.magnitude.shape, QT.F32, produce, m.module))
+    n_vocab = trimmed_rows(model)
     for hf_name, ref in a.full_tensors.items():
         t = planned(model, model.map_name(hf_name)[0], hf_name, ref, outtype, n_vocab)
         out.append(replace(t, name=prefix + t.name))
@@ -126,14 +127,14 @@ def _extras(a: Adapter, model: BaseModel, outtype: QT, prefix: str) -> list[Plan
 
 # --- merged -----------------------------------------------------------------------------------------------------
 
-def merged_plan(model: BaseModel, adapters: list[Adapter], scales: dict[str, float], outtype: QT) -> Plan:
-    """W + Σ s·scale·B·A per targeted weight, computed in float32 from the sources and cast once."""
+def merged_plan(model: BaseModel, adapters: list[Adapter], weights: dict[str, float], outtype: QT) -> Plan:
+    """W + Σ weight·scaling·B·A per targeted weight, computed in float32 from the sources and cast once."""
     if not adapters:
         raise LorapackError("the merged layout needs at least one adapter")
-    deltas, replaced = _deltas(model, adapters, scales)
+    deltas, replaced = _deltas(model, adapters, weights)
     plan = with_fingerprint(base_plan(model, outtype, deltas), model)
     tensors = {t.source: i for i, t in enumerate(plan.tensors)}
-    n_vocab = vocab_rows(model) if model.arch.trim_embeddings else None
+    n_vocab = trimmed_rows(model)
     for hf_name, ref in replaced.items():
         plan.tensors[tensors[hf_name]] = planned(model, model.map_name(hf_name)[0], hf_name, ref, outtype, n_vocab,
                                                  deltas.get(hf_name))
@@ -144,26 +145,26 @@ def merged_plan(model: BaseModel, adapters: list[Adapter], scales: dict[str, flo
         head = replaced.get("lm_head.weight", model.ckpt.tensors[embd])
         plan.tensors.append(planned(model, "output.weight", "lm_head.weight", head, outtype, n_vocab,
                                     deltas.get("lm_head.weight")))
-    plan.add(array("lorapack.merged.adapters", [a.name for a in adapters], VT.STRING),
-             array("lorapack.merged.scales", [scales.get(a.name, 1.0) for a in adapters], VT.FLOAT32),
-             array("lorapack.merged.alphas", [a.lora_alpha for a in adapters], VT.FLOAT32),
-             array("lorapack.merged.ranks", [max(m.rank for m in a.modules) for a in adapters], VT.UINT32),
-             array("lorapack.merged.source_sha256",
+    plan.add(array(keys.MERGED_ADAPTERS, [a.name for a in adapters], VT.STRING),
+             array(keys.MERGED_WEIGHTS, [weights.get(a.name, 1.0) for a in adapters], VT.FLOAT32),
+             array(keys.MERGED_ALPHAS, [a.lora_alpha for a in adapters], VT.FLOAT32),
+             array(keys.MERGED_RANKS, [max(m.rank for m in a.modules) for a in adapters], VT.UINT32),
+             array(keys.MERGED_SOURCE_SHA256,
                    [f"{a.name}:{k}:{v}" for a in adapters for k, v in sorted(a.file_hashes.items())], VT.STRING))
     return plan
 
 
-def _deltas(model: BaseModel, adapters: list[Adapter], scales: dict[str, float]):
+def _deltas(model: BaseModel, adapters: list[Adapter], weights: dict[str, float]):
     terms: dict[str, list[tuple[LoraModule, float]]] = {}
     replaced = {}
     for a in adapters:
-        s = scales.get(a.name, 1.0)
+        weight = weights.get(a.name, 1.0)
         for hf_name, ref in a.full_tensors.items():
             if hf_name in replaced:
                 raise LorapackError(f"two adapters replace {hf_name} (modules_to_save)")
             replaced[hf_name] = ref
         for m in a.modules:
-            terms.setdefault(m.weight_name, []).append((m, s))
+            terms.setdefault(m.weight_name, []).append((m, weight))
     for name, t in terms.items():
         if len(t) > 1 and any(m.magnitude is not None for m, _ in t):
             raise LorapackError(f"{name}: a DoRA adapter cannot be merged together with another adapter on it",
@@ -172,26 +173,19 @@ def _deltas(model: BaseModel, adapters: list[Adapter], scales: dict[str, float])
 
 
 def _delta_fn(terms: list[tuple[LoraModule, float]], base) -> Callable[[int, int], np.ndarray]:
+    """Rows [start, stop) of Σ weight·scaling·B·A in HF orientation (the merge adds it before any transform)."""
     def delta(start: int, stop: int) -> np.ndarray:
         total = None
-        for m, s in terms:
-            a, b = (x.astype(np.float32) for x in (m.read_a(), m.read_b()))  # HF orientation, no transforms
-            # embeddings: delta = (B·A)ᵀ, rows are token ids; linear: rows are output features
-            d = (b @ a[:, start:stop]).T if m.embedding else b[start:stop] @ a
-            d *= np.float32(s * m.scale)
+        for m, weight in terms:
+            if m.experts:  # the whole (experts, out, in) stack
+                d = lora.expert_delta(*expert_factors(m.read_a(), m.read_b(), m.experts))
+            else:
+                d = lora.delta_rows(m.read_a(), m.read_b(), start, stop, m.embedding)
+            d *= np.float32(weight * m.scaling)
             total = d if total is None else total + d
         m = terms[0][0]
         if m.magnitude is not None:
-            # DoRA (PEFT's merge): W' = m/‖W + ΔW‖_row · (W + ΔW); the delta is W' − W
-            w = base.read_f32(start, stop)
-            full = w + total
-            scale = m.magnitude.read_f32().reshape(-1, 1)[start:stop] / np.linalg.norm(full, axis=1, keepdims=True)
-            return scale * full - w
+            return lora.dora_merge(base.read_f32(start, stop), total, m.magnitude.read_f32()[start:stop])
         return total
 
     return delta
-
-
-
-def _rows_like_base(v: np.ndarray, heads: int | None) -> np.ndarray:
-    return v if heads is None else llama_permute(v.reshape(-1, 1), heads).reshape(v.shape)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorapack.convert.plan import KV, Plan, PlannedTensor
 from lorapack.errors import LorapackError
 from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, read_gguf
+from lorapack.spec import keys
+from lorapack.spec.plan import KV, Plan, PlannedTensor
 
 from .layouts import ADAPTER_NS, COMBINED, Written, write_folder
 
@@ -19,7 +20,7 @@ def unpack(path: Path, dest: Path, progress=None) -> Written:
     for n in names:
         if not any(t.name.startswith(f"{ADAPTER_NS}{n}.") for t in f.tensors):
             raise CorruptGGUF(f"{path.name}: adapter {n} is listed but has no tensors")
-    blockers = [b for n in names for b in f.typed(f"{COMBINED}{n}.separate_blockers", "str[]", [])]
+    blockers = [b for n in names for b in f.typed(f"{COMBINED}{n}.{keys.SEPARATE_BLOCKERS}", "str[]", [])]
     if blockers:
         raise LorapackError(*blockers, hint="the separate layout cannot carry these; use the combined file "
                                             "as it is or build --layout merged")
@@ -27,7 +28,7 @@ def unpack(path: Path, dest: Path, progress=None) -> Written:
     for n in names:
         ns, tns = f"{COMBINED}{n}.", f"{ADAPTER_NS}{n}."
         plans[f"adapters/{n}.gguf"] = _subplan(
-            f, lambda k, ns=ns: k.startswith(ns) and k != ns + "separate_blockers",
+            f, lambda k, ns=ns: k.startswith(ns) and k != ns + keys.SEPARATE_BLOCKERS,
             lambda t, tns=tns: t.startswith(tns), strip_kv=ns, strip_tensor=tns)
     return write_folder(dest, plans, names, progress)
 

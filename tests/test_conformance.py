@@ -81,8 +81,8 @@ def write_adapter_file(base, ad, outtype, dest):
     from lorapack.convert.base import resolve
     from lorapack.convert.checkpoint import load_checkpoint
     from lorapack.convert.peft import load_adapter
-    from lorapack.convert.types import parse_outtype
     from lorapack.pack.gguf_io import write_plan
+    from lorapack.spec.types import parse_outtype
 
     model = resolve(load_checkpoint(base))
     dest.parent.mkdir(parents=True)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from lorapack.convert.plan import KV
 from lorapack.formats.gguf import read_gguf
 from lorapack.pack.gguf_io import write_plan
 from lorapack.pack.unpack import _subplan
+from lorapack.spec.plan import KV
 
 SECONDS = {"validate": 30.0}  # validate imports torch and loads the reference model; everything else: 10 s
 GIB = 1 << 30
@@ -114,7 +114,7 @@ def test_validate_never_runs_checkpoint_code(samples, tmp_path, combined):
 def test_unpack_refuses_names_from_the_file(combined, tmp_path, name):
     from gguf import GGUFValueType as VT
 
-    from lorapack.convert.plan import array
+    from lorapack.spec.plan import array
 
     hostile = tmp_path / "h.gguf"
     rewrite_gguf(combined, hostile, lorapack_combined_adapters=array("lorapack.combined.adapters", [name], VT.STRING))
@@ -128,7 +128,7 @@ def test_unpack_refuses_names_from_the_file(combined, tmp_path, name):
 def test_unpack_refuses_listed_adapter_without_tensors(combined, tmp_path):
     from gguf import GGUFValueType as VT
 
-    from lorapack.convert.plan import array
+    from lorapack.spec.plan import array
 
     hostile = tmp_path / "h.gguf"
     rewrite_gguf(combined, hostile,
@@ -459,7 +459,7 @@ def test_symlink_cannot_hide_an_input_inside_the_output(samples, tmp_path):
 
 
 def test_validate_checks_what_llama_cpp_requires_of_an_adapter(samples, tmp_path):
-    from lorapack.convert.plan import string
+    from lorapack.spec.plan import string
 
     L = samples / "llama"
     lorapack("build", L / "base", f"a={L / 'adapters' / 'plain'}", "--layout", "separate", "-o", tmp_path / "s")
@@ -491,7 +491,7 @@ def test_scale_given_twice_refused(samples, tmp_path):
 def test_inspect_wrong_key_type_in_a_separate_folder(samples, tmp_path):
     from gguf import GGUFValueType as VT
 
-    from lorapack.convert.plan import array
+    from lorapack.spec.plan import array
 
     L = samples / "llama"
     lorapack("build", L / "base", f"a={L / 'adapters' / 'plain'}", "--layout", "separate", "-o", tmp_path / "s")

@@ -48,8 +48,8 @@ def test_llama_cpp_matches_peft(samples, tmp_path, arch, adapter):
           f" (tolerance {ATOL})")
     assert effect > 10 * ATOL, "the sample adapter must visibly change the logits"
     assert d_base <= ATOL and d_adapter <= min(ATOL, effect / 100)  # at most 1/100 of the adapter's own effect
-    if adapter == "plain":
-        record(arch, "llama.cpp", f"{d_adapter:.1e} / {effect:.2f}")
+    if adapter in ("plain", "experts"):
+        record(arch, "llama.cpp", f"{d_adapter:.1e} / {effect:.2f}" + (" (experts)" if adapter == "experts" else ""))
 
 
 @pytest.mark.parametrize("arch,adapter", [("gemma3", "embed"), ("llama", "patterns"), ("phi3", "plain")])

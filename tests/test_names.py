@@ -1,6 +1,6 @@
-"""Every architecture's name table against llama.cpp's own, gguf-py's TensorNameMap as vendored in the pinned
-llama.cpp (the PyPI gguf lacks names the vendored one has): the two must agree on every HF pattern lorapack maps.
-"""
+"""Every architecture's effective name table (the PyPI gguf's TensorNameMap plus what its spec adds) against
+llama.cpp's own, gguf-py's TensorNameMap as vendored in the pinned llama.cpp (the PyPI gguf lacks names the
+vendored one has, e.g. Qwen3.5's nextn MTP tensors): the two must agree on every HF name either knows."""
 
 from __future__ import annotations
 
@@ -9,27 +9,45 @@ import os
 import subprocess
 import sys
 
-SCRIPT = r"""
+from lorapack.spec.arch import registry
+from lorapack.spec.names import NameTable
+
+BLOCKS = 4
+VENDORED = r"""
 import json, sys
 import gguf
-from lorapack.convert.arch import supported
 out = {}
-for arch in {a.name: a for a in supported().values()}.values():
-    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.name.upper()], 4)
-    for pattern, ours in arch.tensors.items():
-        hf = pattern.format(bid=1)
-        theirs = tmap.get_name(hf + ".weight", try_suffixes=(".weight", ".bias"))
-        out[f"{arch.name}: {hf}"] = [ours.format(bid=1) + ".weight", theirs]
+for arch in json.loads(sys.argv[1]):
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], int(sys.argv[2]))
+    out[arch] = {hf: name for hf, (_, name) in tmap.mapping.items()}
 print(json.dumps(out))
 """
 
 
 def test_name_tables_equal_llama_cpps(reference):
+    specs = {s.name: s for s in registry().values()}
     env = {**os.environ, "PYTHONPATH": str(reference / "gguf-py")}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=True)
-    table = json.loads(proc.stdout)
-    differ = {k: v for k, v in table.items() if v[0] != v[1]}
-    print(f"{len(table)} HF patterns compared with the vendored gguf-py's TensorNameMap; {len(differ)} differ")
-    for k, (ours, theirs) in differ.items():
-        print(f"  {k}: lorapack {ours}, llama.cpp {theirs}")
-    assert not differ
+    proc = subprocess.run([sys.executable, "-c", VENDORED, json.dumps(sorted(specs)), str(BLOCKS)],
+                          capture_output=True, text=True, env=env, check=True)
+    theirs_all = json.loads(proc.stdout)
+    compared, differ = 0, []
+    for arch, spec in sorted(specs.items()):
+        ours, theirs = NameTable(spec, BLOCKS), theirs_all[arch]
+        for hf in sorted(set(theirs) | set(ours._extra)):
+            got = ours.gguf_name(hf + ".weight")
+            want = theirs[hf] + ".weight" if hf in theirs else None
+            compared += 1
+            if got != want:
+                differ.append(f"{arch}: {hf}: lorapack {got}, llama.cpp {want}")
+    print(f"{compared} HF names over {len(specs)} architectures compared with the vendored gguf-py's "
+          f"TensorNameMap; {len(differ)} differ")
+    print("\n".join(differ))
+    assert compared > 1000 and not differ
+
+
+def test_every_spec_names_a_tokenizer_route():
+    from lorapack.convert.tokenizers import ROUTES
+
+    bad = {s.name: s.tokenizer for s in registry().values() if s.tokenizer not in ROUTES}
+    print(f"{len(registry())} HF classes; tokenizer routes {sorted(ROUTES)}")
+    assert not bad

@@ -50,7 +50,9 @@ def test_wheel_installs_and_builds_outside_the_repository(samples, tmp_path):
           src], work, env)
     (wheel,) = (tmp_path / "whl").glob("lorapack-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "lorapack/convert/bpe_pre_hashes.json" in names, f"package data missing from {wheel.name}"
+    for data in ("lorapack/convert/bpe_pre_hashes.json", "lorapack/spec/llama_cpp_names.json"):
+        assert data in names, f"package data {data} missing from {wheel.name}"
+    assert any(n.startswith("lorapack/archs/llama") for n in names), "architecture specs missing from the wheel"
     t_wheel = time.perf_counter() - t0
 
     # 2. a fresh venv that sees this venv's dependencies through a plain path .pth line: site does not process

@@ -102,10 +102,10 @@ def test_rslora_scaled_as_plain_lora(good, samples, tmp_path, ref_run):
 
 
 def test_dropped_pair(good, samples, tmp_path):
-    from lorapack.convert.plan import Plan
     from lorapack.formats.gguf import read_gguf
     from lorapack.pack.gguf_io import write_plan
     from lorapack.pack.unpack import _subplan
+    from lorapack.spec.plan import Plan
 
     art = planted(good, tmp_path)
     path = art / "adapters" / "plain.gguf"

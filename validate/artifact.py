@@ -12,8 +12,9 @@ from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import LorapackError
 from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, read_gguf
+from lorapack.spec import keys
 
-COMBINED, NS = "lorapack.combined.", "adapter."
+COMBINED, NS = keys.COMBINED, keys.ADAPTER_NS
 
 
 def dequantize(f: GGUFFile, t: TensorInfo, rows: slice | None = None) -> np.ndarray:
@@ -92,17 +93,17 @@ def open_artifact(path: Path) -> Artifact:
     if not path.is_file():
         raise CorruptGGUF(f"artifact {path} is not a regular file")
     f = read_gguf(path)
-    if names := adapter_names(f, COMBINED + "adapters"):
+    if names := adapter_names(f, keys.COMBINED_ADAPTERS):
         views = {n: AdapterView(n, f, f"{COMBINED}{n}.", f"{NS}{n}.") for n in names}
         return Artifact("combined", path, f, views)
-    if names := adapter_names(f, "lorapack.merged.adapters"):
-        scales = f.typed("lorapack.merged.scales", "float[]", [])
+    if names := adapter_names(f, keys.MERGED_ADAPTERS):
+        scales = f.typed(keys.MERGED_WEIGHTS, "float[]", [])
         if len(scales) != len(names) or not all(np.isfinite(scales)):
             raise CorruptGGUF(f"{path.name}: lorapack.merged.scales does not give one finite scale per adapter")
         return Artifact("merged", path, f, {}, dict(zip(names, scales)))
     if f.typed("general.type", "str") == "adapter":
         raise LorapackError(f"{path} is a lone adapter file", hint="validate its folder (base.gguf + adapters/)")
-    return Artifact("merged" if f.get("lorapack.merged.adapters") is not None else "combined", path, f, {})
+    return Artifact("merged" if f.get(keys.MERGED_ADAPTERS) is not None else "combined", path, f, {})
 
 
 def _separate(path: Path) -> Artifact:

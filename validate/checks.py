@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from lorapack.spec import keys, kinds, lora
+from lorapack.spec.arch import spec_of
+
+from . import experts as expert_checks
 from .artifact import AdapterView, Artifact, dequantize
-from .names import TOWERS, hf_module, norm_offset, permuted_heads, undo_rope_permutation
+from .inverse import norm_offset, reorders_rows, undo, undo_order
+from .names import TOWERS, Names
 from .reference import PeftReference, Source
 from .tolerances import Tol, for_type
 
-ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Phi3ForCausalLM": "phi3",
-         "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3",
-         "GraniteForCausalLM": "granite", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
-         "SmolLM3ForCausalLM": "smollm3", "Mistral3ForConditionalGeneration": "mistral3"}
 ROW_BLOCK = 16384
 
 
@@ -56,7 +57,9 @@ class Validator:
         self.art, self.src, self.ref, self.tols = artifact, source, ref, tols
         self.adapter_dirs = adapters
         self.config = {**source.config, **source.config.get("text_config", {})}
-        self.arch = next((ARCHS[a] for a in self.config.get("architectures", []) if a in ARCHS), "?")
+        spec = spec_of(source.config)
+        self.arch = spec.name if spec is not None else "?"
+        self.names = Names(self.arch, self.config, set(source.names()) | ref.module_names())
         self.probes, self.seed = probes, seed
         self.checks: list[Check] = []
 
@@ -96,8 +99,8 @@ class Validator:
     def fingerprints(self) -> None:
         """The base fingerprint, recomputed here from the safetensors files, must be what every file records."""
         want = source_fingerprint(self.src)
-        files = [("base", self.art.base.typed("lorapack.base.fingerprint", "str"))]
-        files += [(f"adapter {n}", v.typed("lorapack.base.fingerprint", "str")) for n, v in self.art.adapters.items()]
+        files = [("base", self.art.base.typed(keys.FINGERPRINT, "str"))]
+        files += [(f"adapter {n}", v.typed(keys.FINGERPRINT, "str")) for n, v in self.art.adapters.items()]
         for label, got in files:
             self.add(f"{label}: lorapack.base.fingerprint", "structure", (got or "missing")[:16], want[:16],
                      got == want)
@@ -158,7 +161,10 @@ class Validator:
         adapted = self.merged_modules() if self.art.kind == "merged" else set()
         covered = set()
         for t in self.art.base_tensors():
-            mapped = hf_module(self.arch, t.name)
+            if (part := expert_checks.target(self.names, t.name)) is not None:
+                covered.update(self.compare_stack(t, expert_checks.source_names(part, t.shape[0])))
+                continue
+            mapped = self.names.module(t.name)
             if mapped is None:
                 continue
             module, suffix = mapped
@@ -188,15 +194,29 @@ class Validator:
 
     def compare_full(self, f, t, module: str, want: np.ndarray, kind: str) -> None:
         """A stored full weight against PEFT's (modules_to_save), transforms undone."""
-        got = dequantize(f, t)
-        if (heads := permuted_heads(self.arch, module, self.config)) is not None:
-            got = undo_rope_permutation(got, heads)
+        name = t.name.split(".", 2)[-1] if t.name.startswith("adapter.") else t.name  # the base tensor it replaces
+        got = undo_order(self.names.spec, self.config, name, kinds.WEIGHT, dequantize(f, t))
         tol = for_type(self.tols, t.qtype.name)
         if got.shape[1:] != want.shape[1:]:
             self.add(t.name, kind, f"shape {list(got.shape)}", f"{list(want.shape)}", False)
             return
-        rel, max_abs = rel_error(got, want[: got.shape[0]] + np.float32(norm_offset(self.arch, module)))
+        rel, max_abs = rel_error(got, want[: got.shape[0]] + np.float32(norm_offset(self.names.spec, name)))
         self.add(t.name, kind, rel, tol, tol.ok(rel, max_abs))
+
+    def compare_stack(self, t, sources: list[str]) -> list[str]:
+        """A stacked expert tensor (experts, out, in), expert by expert, against the checkpoint's own tensors."""
+        tol = for_type(self.tols, t.qtype.name)
+        if not all(self.src.has(n) for n in sources):
+            self.add(t.name, "base", "no source tensors", f"{sources[0]} …", False)
+            return []
+        got = dequantize(self.art.base, t)
+        want = np.stack([self.src.get(n) for n in sources])
+        if got.shape != want.shape:
+            self.add(t.name, "base", f"shape {list(got.shape)}", f"{list(want.shape)}", False)
+        else:
+            rel, max_abs = rel_error(got, want)
+            self.add(t.name, "base", rel, tol, tol.ok(rel, max_abs))
+        return [self.src.stored(n) for n in sources]
 
     def compare_base(self, t, module: str, src_name: str) -> None:
         tol = for_type(self.tols, t.qtype.name)
@@ -204,20 +224,21 @@ class Validator:
         if t.shape[1:] != shape[1:] or t.shape[0] > shape[0]:
             self.add(t.name, "base", f"shape {list(t.shape)}", f"{list(shape)}", False)
             return
-        heads, offset = permuted_heads(self.arch, module, self.config), norm_offset(self.arch, module)
+        spec, role = self.names.spec, kinds.BIAS if t.name.endswith(".bias") else kinds.WEIGHT
+        whole, offset = reorders_rows(spec, self.config, t.name, role), norm_offset(spec, t.name, role)
         sq_diff = sq_ref = max_abs = 0.0
         for start in range(0, t.shape[0], ROW_BLOCK):  # embeddings are large: compare in row blocks
             rows = slice(start, min(start + ROW_BLOCK, t.shape[0]))
-            got = dequantize(self.art.base, t, rows if heads is None else None)
-            if heads is not None:
-                got, rows = undo_rope_permutation(got, heads), slice(0, t.shape[0])
+            got = dequantize(self.art.base, t, None if whole else rows)
+            if whole:
+                got, rows = undo_order(spec, self.config, t.name, role, got), slice(0, t.shape[0])
             want = self.src.get(src_name, rows) + np.float32(offset)
             diff = (got - want).ravel()
             # sums of squares through BLAS (float64 accumulators would double the memory traffic here)
             sq_diff += float(np.dot(diff, diff))
             sq_ref += float(np.dot(want.ravel(), want.ravel()))
             max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)  # NaN sinks rel below
-            if heads is not None:
+            if whole:
                 break
         rel = (sq_diff ** 0.5) / (sq_ref ** 0.5) if sq_ref else (0.0 if sq_diff == 0 else float("inf"))
         self.add(t.name, "base", rel, tol, tol.ok(rel, max_abs))
@@ -226,10 +247,12 @@ class Validator:
 
     def adapter(self, name: str, view: AdapterView) -> None:
         self.adapter_header(name, view)
-        layers, pairs = self.ref.layers[name], view.pairs()
+        layers, pairs = self.ref.layers[name], dict(view.pairs())
+        self.alpha(name, view, layers)
+        layers = self.experts(name, view, pairs, layers)
         by_module = {}
         for stem, parts in pairs.items():
-            mapped = hf_module(self.arch, stem)
+            mapped = self.names.module(stem)
             if mapped is None:
                 self.add(f"{name}: {stem}.lora_a", "structure", "targets no base module", "known module", False)
                 continue
@@ -239,7 +262,6 @@ class Validator:
         for module in sorted(set(by_module) - set(layers)):
             stem = by_module[module][0]
             self.add(f"{name}: {stem}.lora_a", "structure", "not adapted in PEFT", "absent", False)
-        self.alpha(name, view, layers)
         self.saved_weights(name, view)
         for module in sorted(set(layers) & set(by_module)):
             stem, parts = by_module[module]
@@ -248,6 +270,37 @@ class Validator:
                 self.add(f"{name}: {stem}.{missing}", "structure", "missing (incomplete pair)", "present", False)
                 continue
             self.contribution(name, view, module, stem, parts)
+
+    def experts(self, name: str, view: AdapterView, pairs: dict, layers: dict) -> dict:
+        """Stacked expert LoRA against PEFT's ParamWrappers; takes their stems out of `pairs` and returns the
+        layers left for the per-module checks."""
+        wrapped = expert_checks.wrappers(layers)
+        if not wrapped:
+            return layers
+        groups: dict[tuple[str, str], list] = {}
+        for stem in sorted(pairs):
+            if (t := expert_checks.target(self.names, stem)) is not None:
+                owner, param, index = t[:3]
+                groups.setdefault((owner, param), []).append((index, stem, pairs.pop(stem)))
+        alpha = view.typed("adapter.lora.alpha", "float") or 0.0
+        for key in sorted(set(wrapped) - set(groups)):
+            self.add(f"{name}: {key[0]}.{key[1]}", "structure", "adapted in PEFT, absent from the artifact",
+                     "present", False)
+        for key, items in sorted(groups.items()):
+            label = f"{name}: {' + '.join(stem for _, stem, _ in items)} (experts)"
+            if key not in wrapped:
+                self.add(label, "structure", "not adapted in PEFT", "absent", False)
+                continue
+            parts, types = [], []
+            for index, _, p in items:
+                a, b = dequantize(view.file, p["lora_a"]), dequantize(view.file, p["lora_b"])
+                parts.append((index, a, b, lora.llama_cpp_scaling(alpha, b.shape[-1])))
+                types += [p["lora_a"].qtype.name, p["lora_b"].qtype.name]
+            rel, max_abs = expert_checks.compare(parts, expert_checks.peft_delta(wrapped[key][1], name))
+            tol = for_type(self.tols, max(types, key=lambda q: for_type(self.tols, q).rtol))
+            self.add(label, "adapter", rel, tol, tol.ok(rel, max_abs))
+        modules = {m for m, _ in wrapped.values()}
+        return {m: layer for m, layer in layers.items() if m not in modules}
 
     def adapter_header(self, name: str, view: AdapterView) -> None:
         """What llama.cpp's adapter loader requires before it reads a tensor (llama_adapter_lora_init)."""
@@ -260,7 +313,7 @@ class Validator:
         """modules_to_save weights carried by a combined file, against PEFT's."""
         saved = dict(self.ref.saved.get(name, {}))
         for t in view.full_tensors():
-            mapped = hf_module(self.arch, t.name[len(view.tensor_prefix):])
+            mapped = self.names.module(t.name[len(view.tensor_prefix):])
             want = saved.pop(f"{mapped[0]}.{mapped[1]}", None) if mapped else None
             if want is None:
                 self.add(f"{name}: {t.name}", "structure", "full weight PEFT does not replace", "absent", False)
@@ -287,37 +340,29 @@ class Validator:
     def contribution(self, name: str, view: AdapterView, module: str, stem: str, parts: dict) -> None:
         a = dequantize(view.file, parts["lora_a"])
         b = dequantize(view.file, parts["lora_b"])
-        alpha = view.typed("adapter.lora.alpha", "float") or 0.0
-        rank = b.shape[1]
-        scale = alpha / rank if alpha else 1.0  # llama.cpp's rule
-        if (heads := permuted_heads(self.arch, module, self.config)) is not None:
-            b = undo_rope_permutation(b, heads)
+        scale = lora.llama_cpp_scaling(view.typed("adapter.lora.alpha", "float") or 0.0, b.shape[-1])
+        a = undo(self.names.spec, self.config, stem, kinds.LORA_A, a)  # stem: the base tensor's GGUF name
+        b = undo(self.names.spec, self.config, stem, kinds.LORA_B, b)
         x = self.inputs(name, module)
-        if x.dtype.kind == "i":  # embedding: lora_a is stored (vocab, r), rows gathered by token id
-            got = (a[x] @ b.T) * scale
-        else:
-            got = ((x @ a.T) @ b.T) * scale
+        got = lora.contribution(x, a, b, scale)
         if "dora_m" in parts:
-            got = self.dora(view, module, parts, x, got)
+            got = self.dora(view, module, parts, x)
         want = self.ref.contribution(name, module, x)
         rel, max_abs = rel_error(got, want)
         worst = max((parts["lora_a"].qtype.name, parts["lora_b"].qtype.name), key=lambda q: for_type(self.tols, q).rtol)
         tol = for_type(self.tols, worst)
         self.add(f"{name}: {stem}.lora_a / {stem}.lora_b", "adapter", rel, tol, tol.ok(rel, max_abs))
 
-    def dora(self, view: AdapterView, module: str, parts: dict, x: np.ndarray, lora_out: np.ndarray) -> np.ndarray:
+    def dora(self, view: AdapterView, module: str, parts: dict, x: np.ndarray) -> np.ndarray:
         """DoRA: y = m/‖W + s·BA‖_row · (Wx + s·BAx); the contribution is y − Wx (W from the artifact's base)."""
-        base_t = next(t for t in self.art.base_tensors() if hf_module(self.arch, t.name) == (module, "weight"))
-        w = dequantize(self.art.base, base_t)
-        a, b = dequantize(view.file, parts["lora_a"]), dequantize(view.file, parts["lora_b"])
-        m = dequantize(view.file, parts["dora_m"]).reshape(-1, 1)
-        if (heads := permuted_heads(self.arch, module, self.config)) is not None:  # all stored in GGUF row order
-            w, b, m = (undo_rope_permutation(v, heads) for v in (w, b, m))
-        m = m.reshape(-1)
+        base_t = next(t for t in self.art.base_tensors() if self.names.module(t.name) == (module, "weight"))
+        spec, c, gguf_name = self.names.spec, self.config, base_t.name
+        w = undo(spec, c, gguf_name, kinds.WEIGHT, dequantize(self.art.base, base_t))
+        a = undo(spec, c, gguf_name, kinds.LORA_A, dequantize(view.file, parts["lora_a"]))
+        b = undo(spec, c, gguf_name, kinds.LORA_B, dequantize(view.file, parts["lora_b"]))
+        m = undo(spec, c, gguf_name, kinds.MAGNITUDE, dequantize(view.file, parts["dora_m"]).reshape(-1))
         scale = (view.typed("adapter.lora.alpha", "float") or 1.0) / b.shape[1]
-        norm = np.linalg.norm(w + scale * (b @ a), axis=1)
-        base_out = x @ w.T
-        return (m / norm - 1) * base_out + (m / norm) * lora_out
+        return lora.dora_contribution(x, w, a, b, m, scale)
 
     def inputs(self, name: str, module: str) -> np.ndarray:
         layer = self.ref.layers[name][module] if name in self.ref.layers else None
@@ -340,7 +385,7 @@ class Validator:
 
     def merged(self) -> None:
         """W'·x against W·x + Σ s·ΔW·x, and the adapters' part W'·x − W·x on its own."""
-        tensors = {hf_module(self.arch, t.name): t for t in self.art.base_tensors()}
+        tensors = {self.names.module(t.name): t for t in self.art.base_tensors()}
         for module in sorted(self.merged_modules()):
             t = tensors.get((module, "weight"))
             if module == "lm_head" and t is None:
@@ -353,9 +398,7 @@ class Validator:
     def merged_tensor(self, module: str, t) -> None:
         src_name = self.source_name(module, "weight")
         w_src = self.src.get(src_name)
-        w_art = dequantize(self.art.base, t)
-        if (heads := permuted_heads(self.arch, module, self.config)) is not None:
-            w_art = undo_rope_permutation(w_art, heads)
+        w_art = undo_order(self.names.spec, self.config, t.name, kinds.WEIGHT, dequantize(self.art.base, t))
         names = [n for n in self.merged_names if module in self.ref.layers[n]]
         x = self.inputs(names[0], module)
         if x.dtype.kind == "i":

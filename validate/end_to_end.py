@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lorapack.spec import kinds, lora
+
+from . import experts as expert_checks
 from .artifact import Artifact, dequantize
 from .checks import Check
-from .names import hf_module, norm_offset, permuted_heads, undo_rope_permutation
+from .inverse import undo
+from .names import Names
 from .reference import PeftReference
 from .tolerances import Tol, for_type
 
@@ -37,10 +41,13 @@ def rebuild_logits(artifact: Artifact, config_dir: Path, adapter: str | None, id
     # a multimodal checkpoint: the artifact holds its text model, so rebuild that (text-only prompts compute the
     # same logits through either)
     config = config.get_text_config() if getattr(config, "vision_config", None) is not None else config
-    state = artifact_state(artifact, config.to_dict(), adapter)
-    if "lm_head.weight" in state:
+    tied = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = artifact_state(artifact, config.to_dict(), adapter, set(tied.state_dict()) | {"lm_head.weight"})
+    model = tied
+    if "lm_head.weight" in state and config.tie_word_embeddings:
         config.tie_word_embeddings = False
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
     if unexpected or [m for m in missing if m != "lm_head.weight"]:
         raise ValueError(f"artifact does not rebuild the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
@@ -48,40 +55,52 @@ def rebuild_logits(artifact: Artifact, config_dir: Path, adapter: str | None, id
         return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
-def artifact_state(artifact: Artifact, config: dict, adapter: str | None) -> dict[str, np.ndarray]:
-    arch = artifact.base.typed("general.architecture", "str")
+def artifact_state(artifact: Artifact, config: dict, adapter: str | None, present: set[str]
+                   ) -> dict[str, np.ndarray]:
+    """The model's state dict (names in `present`), every tensor from the artifact with its transforms undone."""
     config = {**config, **config.get("text_config", {})}
-    state = {}
+    names = Names(artifact.base.typed("general.architecture", "str"), config, present)
+    state, stacks = {}, {}
     for t in artifact.base_tensors():
-        if (mapped := hf_module(arch, t.name)) is None:
+        if (part := expert_checks.target(names, t.name)) is not None:
+            stacks.setdefault(part[:2], {})[part[2]] = dequantize(artifact.base, t)
+            continue
+        if (mapped := names.module(t.name)) is None:
             continue
         module, suffix = mapped
-        w = dequantize(artifact.base, t)
-        if (heads := permuted_heads(arch, module, config)) is not None:
-            w = undo_rope_permutation(w, heads)
-        w = w - np.float32(norm_offset(arch, module)) if suffix == "weight" else w
+        role = kinds.WEIGHT if suffix == "weight" else kinds.BIAS
+        w = undo(names.spec, config, t.name, role, dequantize(artifact.base, t))
         if module == "model.embed_tokens" and w.shape[0] < config["vocab_size"]:  # llama.cpp trims unused rows
             w = np.concatenate([w, np.zeros((config["vocab_size"] - w.shape[0], w.shape[1]), np.float32)])
         state[f"{module}.{suffix}"] = w
+    for (owner, param), parts in stacks.items():  # transformers' fused (experts, out, in) parameters
+        state[f"{owner}.{param}"] = np.concatenate([parts[i] for i in sorted(parts)], axis=1)
     if adapter is not None:
-        _apply(artifact, arch, config, adapter, state)
+        _apply(artifact, names, config, adapter, state)
     return state
 
 
-def _apply(artifact: Artifact, arch: str, config: dict, adapter: str, state: dict) -> None:
+def _apply(artifact: Artifact, names: Names, config: dict, adapter: str, state: dict) -> None:
     view = artifact.adapters[adapter]
     alpha = view.typed("adapter.lora.alpha", "float") or 0.0
+    deltas: dict[str, dict[int, np.ndarray]] = {}
     for stem, parts in view.pairs().items():
-        module, _ = hf_module(arch, stem)
-        a, b = dequantize(view.file, parts["lora_a"]), dequantize(view.file, parts["lora_b"])
-        if (heads := permuted_heads(arch, module, config)) is not None:
-            b = undo_rope_permutation(b, heads)
-        scale = alpha / b.shape[1] if alpha else 1.0
+        if (part := expert_checks.target(names, stem)) is not None:
+            a, b = dequantize(view.file, parts["lora_a"]), dequantize(view.file, parts["lora_b"])
+            scale = np.float32(lora.llama_cpp_scaling(alpha, b.shape[-1]))
+            deltas.setdefault(f"{part[0]}.{part[1]}", {})[part[2]] = scale * expert_checks.undo_stack(a, b)
+            continue
+        module, _ = names.module(stem)
+        a = undo(names.spec, config, stem, kinds.LORA_A, dequantize(view.file, parts["lora_a"]))
+        b = undo(names.spec, config, stem, kinds.LORA_B, dequantize(view.file, parts["lora_b"]))
+        scale = lora.llama_cpp_scaling(alpha, b.shape[1])
         key = f"{module}.weight"
         if module == "lm_head" and key not in state:
             state[key] = state["model.embed_tokens.weight"].copy()
         delta = (a @ b.T) if module == "model.embed_tokens" else (b @ a)  # embeddings: lora_a is (vocab, r)
         state[key] = state[key] + np.float32(scale) * delta[: state[key].shape[0]]
+    for key, parts in deltas.items():
+        state[key] = state[key] + np.concatenate([parts[i] for i in sorted(parts)], axis=1)
 
 
 def llama_cpp_logits(artifact: Artifact, adapter: str | None, ids: list[int]) -> np.ndarray | None:

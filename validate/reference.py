@@ -126,6 +126,10 @@ class PeftReference:
                         out[n][canonical(name)] = module
         return out
 
+    def module_names(self) -> set[str]:
+        """Every module of the (unwrapped) model, in the text model's terms."""
+        return {canonical(n) for n, _ in self.model.base_model.model.named_modules()}
+
     def _activate(self, adapter) -> None:
         """set_adapter walks the whole model: only call it when the active adapter changes."""
         if getattr(self, "_active", None) != adapter:

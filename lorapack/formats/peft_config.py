@@ -48,6 +48,8 @@ def check_adapter_config(c: dict[str, Any]) -> list[str]:
         ("use_dora", lambda v: isinstance(v, bool), "true or false"),
         ("fan_in_fan_out", lambda v: isinstance(v, bool), "true or false"),
         ("target_modules", _names_or_regex, "a list of module names or one regular expression"),
+        ("target_parameters", lambda v: isinstance(v, list) and all(isinstance(t, str) and 0 < len(t) <= 256
+                                                              for t in v), "a list of parameter names"),
         ("exclude_modules", _names_or_regex, "a list of module names or one regular expression"),
         ("modules_to_save", _name_list, "a list of module names"),
         ("layers_pattern", _names_or_regex, "a string or a list of strings"),
@@ -127,6 +129,14 @@ def saved_modules(c: dict[str, Any], candidates: list[str]) -> list[str]:
     return [m for m in candidates if any(_match(rf"(^|.*\.){w}($|\..*)", m, "modules_to_save", w) for w in wanted)]
 
 
+def param_wrapper(c: dict[str, Any], module: str) -> bool:
+    """Whether `module` holds factors of a target_parameters entry (PEFT's ParamWrapper, nested as .base_layer)."""
+    owners = {t.rpartition(".")[0] for t in c.get("target_parameters") or [] if isinstance(t, str) and "." in t}
+    while module.endswith(".base_layer"):
+        module = module[: -len(".base_layer")]
+    return any(module == o or module.endswith("." + o) for o in owners)
+
+
 def resolved_config(c: dict[str, Any], lora_modules: list[str], saved_modules: list[str],
                     rename: dict[str, str] | None = None) -> dict[str, Any]:
     """The same adapter for PEFT with every pattern resolved to exact names, so PEFT's `re` only ever sees
@@ -135,7 +145,8 @@ def resolved_config(c: dict[str, Any], lora_modules: list[str], saved_modules: l
     uses; `rename` then maps them to the loaded model's)."""
     new = (rename or {}).get
     out = {k: v for k, v in c.items() if k not in ("layers_pattern", "layers_to_transform", "exclude_modules")}
-    out["target_modules"] = sorted(new(m, m) for m in lora_modules) or None
+    # target_parameters (matched by PEFT as plain name suffixes) stay; their wrappers are not target modules
+    out["target_modules"] = sorted(new(m, m) for m in lora_modules if not param_wrapper(c, m)) or None
     out["alpha_pattern"] = {re.escape(new(m, m)): module_alpha(c, m) for m in lora_modules}
     out["rank_pattern"] = {re.escape(new(m, m)): module_rank(c, m) for m in lora_modules}
     out["modules_to_save"] = [re.escape(new(m, m)) for m in sorted(saved_modules)] or None

@@ -7,10 +7,10 @@ import math
 import numpy as np
 from gguf import Keys
 
-from ..hparams import text_params
-from ..plan import u32
-from . import Arch, head_dim, n_heads
-from .common import LLAMA_LIKE, add_space_prefix, spm_or_bpe, tokenizer_config
+from lorapack.spec import kinds
+from lorapack.spec.arch import Spec
+from lorapack.spec.hparams import head_dim, n_heads, text_params
+from lorapack.spec.plan import u32
 
 
 def llama_keys(arch: str, h, file_type: int) -> list:
@@ -20,17 +20,6 @@ def llama_keys(arch: str, h, file_type: int) -> list:
         u32(Keys.LLM.VOCAB_SIZE.format(arch=arch), h.get("vocab_size")),
         u32(Keys.Rope.DIMENSION_COUNT.format(arch=arch), rope_dim),
     ]
-
-
-def metadata(h, file_type: int) -> list:
-    return llama_keys("llama", h, file_type)
-
-
-def vocab(ckpt, h) -> list:
-    kv = []
-    if (prefix := tokenizer_config(ckpt).get("add_prefix_space")) is not None:
-        kv.append(add_space_prefix(prefix))
-    return kv + spm_or_bpe(ckpt, h)
 
 
 def rope_freqs(h) -> list[tuple[str, np.ndarray]]:
@@ -56,22 +45,13 @@ def rope_freqs(h) -> list[tuple[str, np.ndarray]]:
     return [("rope_freqs.weight", np.array(out, dtype=np.float32))]
 
 
-def llama_derived(name: str, hf_architectures: tuple[str, ...], defaults: dict, metadata=None) -> Arch:
-    """An architecture llama.cpp converts with a LlamaModel subclass: the llama layout, tokenizer route and q/k
-    permutation under its own name; `metadata` when it writes more than llama's keys."""
-    return Arch(name=name, hf_architectures=hf_architectures, tensors=LLAMA_LIKE,
-                metadata=metadata or (lambda h, file_type: llama_keys(name, h, file_type)), vocab=vocab,
-                permute_qk=True, defaults=defaults)
-
-
-ARCH = Arch(
+SPEC = Spec(
     name="llama",
-    hf_architectures=("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"),
-    tensors=LLAMA_LIKE,
-    metadata=metadata,
-    vocab=vocab,
-    permute_qk=True,
-    extra_tensors=rope_freqs,
+    hf_classes=("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"),
+    metadata=lambda h, file_type: llama_keys("llama", h, file_type),
+    tokenizer="llama",
+    transforms=(kinds.ROPE_QK,),
+    generated=rope_freqs,
     defaults={"num_key_value_heads": n_heads, "head_dim": head_dim, "max_position_embeddings": 2048,
               "rms_norm_eps": 1e-6, "vocab_size": 32000, "rope_theta": 10000.0},
 )

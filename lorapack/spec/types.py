@@ -26,6 +26,12 @@ OUTTYPES: dict[str, tuple[QT, LlamaFileType]] = {
 ADAPTER_OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
+# tensors llama.cpp's converter keeps in F32 whatever the file type (its tensor_force_quant list, by GGUF name)
+ALWAYS_F32 = frozenset({"ffn_gate_inp", "ffn_gate_inp_shexp", "position_embd", "token_types", "ssm_conv1d",
+                        "shortconv.conv", "time_mix_first", "time_mix_w1", "time_mix_w2", "time_mix_decay_w1",
+                        "time_mix_decay_w2", "time_mix_lerp_fused", "altup_correct_coef", "altup_predict_coef"})
+
+
 def parse_outtype(name: str, allowed=tuple(OUTTYPES)) -> QT:
     if name not in allowed:
         raise LorapackError(f"unknown output type {name!r}", hint=f"choose one of {', '.join(allowed)}")
@@ -39,6 +45,8 @@ def file_type(qtype: QT) -> LlamaFileType:
 def stored_type(name: str, shape: tuple[int, ...], wanted: QT) -> QT:
     """The type llama.cpp's converter would store tensor `name` (GGUF name) as, for file type `wanted`."""
     if len(shape) <= 1 or name.endswith("_norm.weight"):
+        return QT.F32
+    if name.endswith(".weight") and name.split(".")[-2] in ALWAYS_F32:
         return QT.F32
     if not name.endswith((".weight", ".lora_a", ".lora_b")):
         return QT.F32

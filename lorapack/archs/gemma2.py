@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from gguf import Keys
 
-from ..plan import f32, u32
-from . import Arch
-from .common import add_space_prefix, spm_or_bpe
-from .gemma3 import ARCH as GEMMA3
+from lorapack.spec import kinds
+from lorapack.spec.arch import Spec
+from lorapack.spec.plan import f32, u32
 
 A = "gemma2"
 
@@ -32,19 +31,13 @@ def metadata(h, file_type: int) -> list:
     ]
 
 
-def vocab(ckpt, h) -> list:
-    return spm_or_bpe(ckpt, h) + [add_space_prefix(False)]
-
-
-ARCH = Arch(
+SPEC = Spec(
     name=A,
-    hf_architectures=("Gemma2ForCausalLM",),
-    # no lm_head: llama.cpp's GEMMA2 has no output tensor (the head is always the embedding)
-    tensors={k: v for k, v in GEMMA3.tensors.items() if not k.endswith(("q_norm", "k_norm", "lm_head"))},
+    hf_classes=("Gemma2ForCausalLM",),
     metadata=metadata,
-    vocab=vocab,
-    norm_shift=1.0,
-    skip=("rotary_emb.inv_freq", "lm_head.weight"),  # llama.cpp skips lm_head: the head is tied
+    tokenizer="gemma2",
+    transforms=(kinds.NORM_OFFSET,),
+    skip=("rotary_emb.inv_freq", "lm_head.weight"),  # llama.cpp's GEMMA2 has no output tensor: always tied
     # Gemma2Config's defaults (transformers 5)
     defaults={"head_dim": 256, "num_key_value_heads": 4, "max_position_embeddings": 8192, "rms_norm_eps": 1e-6,
               "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216, "num_attention_heads": 8,

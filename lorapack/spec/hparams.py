@@ -110,12 +110,31 @@ def text_params(arch: str, h: HParams, file_type: int) -> list[KV]:
         kv.append(f32(Keys.Attention.LAYERNORM_RMS_EPS.format(arch=A), eps))
     if (eps := h.find(["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"], None)) is not None:
         kv.append(f32(Keys.Attention.LAYERNORM_EPS.format(arch=A), eps))
-    if h.find(["num_local_experts", "num_experts", "n_routed_experts"], None):
-        raise CheckpointError("mixture-of-experts checkpoints are not supported")
+    kv += expert_params(A, h)
     if (head_dim := h.get("head_dim")) is not None:
         kv += [u32(Keys.Attention.KEY_LENGTH.format(arch=A), head_dim),
                u32(Keys.Attention.VALUE_LENGTH.format(arch=A), head_dim)]
     kv.append(u32(Keys.General.FILE_TYPE, file_type))
+    return kv
+
+
+_GATING = {"softmax": 1, "sigmoid": 2, "sqrtsoftplus": 3}  # gguf.ExpertGatingFuncType
+
+
+def expert_params(A: str, h: HParams) -> list[KV]:
+    """Mixture-of-experts counts and the router's scoring function, as TextModel writes them."""
+    kv = []
+    for key, names in ((Keys.LLM.EXPERT_COUNT, ["num_local_experts", "num_experts", "n_routed_experts"]),
+                       (Keys.LLM.EXPERT_USED_COUNT, ["num_experts_per_tok", "num_experts_per_token", "top_k_experts"]),
+                       (Keys.LLM.EXPERT_GROUP_COUNT, ["n_group"]), (Keys.LLM.EXPERT_GROUP_USED_COUNT, ["topk_group"])):
+        if (v := h.find(names, None)) is not None:
+            kv.append(u32(key.format(arch=A), v))
+    func = h.find(["score_function", "scoring_func", "score_func", "moe_router_activation",
+                   "moe_router_activation_func", "expert_selection_fn"], None)
+    if func is not None:
+        if func not in _GATING:
+            raise CheckpointError(f"config.json: expert scoring function {func!r} is not supported")
+        kv.append(u32(Keys.LLM.EXPERT_GATING_FUNC.format(arch=A), _GATING[func]))
     return kv
 
 
@@ -141,3 +160,12 @@ def rope_scaling(A: str, h: HParams) -> list[KV]:
     if rope_type not in (None, "default", "dynamic") and str(rope_type).lower() != "llama3":
         log.warning("unknown RoPE type %r: no scaling keys written", rope_type)
     return []
+
+
+def n_heads(hp: dict) -> int:
+    """Default for num_key_value_heads: as many as the query heads."""
+    return hp["num_attention_heads"]
+
+
+def head_dim(hp: dict) -> int:
+    return hp["hidden_size"] // hp["num_attention_heads"]

@@ -8,12 +8,9 @@ import numpy as np
 from gguf import Keys
 
 from lorapack.errors import CheckpointError
-from lorapack.formats.jsonfile import is_int, read_json
-
-from ..plan import f32, u32
-from ..vocab import bpe_vocab, overlay_added, special_keys, spm_tokens, vocab_keys
-from . import Arch, n_heads
-from .common import tokenizer_config
+from lorapack.spec.arch import Spec
+from lorapack.spec.hparams import n_heads
+from lorapack.spec.plan import f32, u32
 
 A = "phi3"
 
@@ -74,46 +71,12 @@ def rope_factors(h) -> list[tuple[str, np.ndarray]]:
             ("rope_factors_short.weight", np.array(short_f, dtype=np.float32))]
 
 
-def vocab(ckpt, h) -> list:
-    if tokenizer_config(ckpt).get("tokenizer_class") == "GPT2Tokenizer":
-        return bpe_vocab(ckpt.path, h.get("vocab_size"))
-    if not ckpt.file("tokenizer.model"):
-        raise CheckpointError(f"phi3 needs {ckpt.path / 'tokenizer.model'}")
-    tokens, scores, types = spm_tokens(ckpt.path, h.get("vocab_size"), normalize=False)
-    _overlay_tokenizer_json(ckpt, tokens, scores, types)
-    return vocab_keys("llama", "default", tokens, types, scores) + special_keys(ckpt.path, n_vocab=len(tokens))
-
-
-def _overlay_tokenizer_json(ckpt, tokens, scores, types) -> None:
-    """Phi-3 also takes added tokens from tokenizer.json (llama.cpp's Phi3 converter does)."""
-    path = ckpt.file("tokenizer.json")
-    if not path:
-        return
-    added = read_json(path, CheckpointError, max_bytes=1 << 30).get("added_tokens") or []
-    if not (isinstance(added, list) and all(isinstance(d, dict) and is_int(d.get("id")) and d["id"] >= 0
-                                            and isinstance(d.get("content"), str) for d in added)):
-        raise CheckpointError("tokenizer.json: added_tokens must be a list of {id, content} entries")
-    for data in added:
-        overlay_added(tokens, scores, types, data["id"], data, normalize=False)
-
-
-ARCH = Arch(
+SPEC = Spec(
     name=A,
-    hf_architectures=("Phi3ForCausalLM",),
-    tensors={
-        "model.embed_tokens": "token_embd",
-        "model.norm": "output_norm",
-        "lm_head": "output",
-        "model.layers.{bid}.input_layernorm": "blk.{bid}.attn_norm",
-        "model.layers.{bid}.self_attn.qkv_proj": "blk.{bid}.attn_qkv",
-        "model.layers.{bid}.self_attn.o_proj": "blk.{bid}.attn_output",
-        "model.layers.{bid}.post_attention_layernorm": "blk.{bid}.ffn_norm",
-        "model.layers.{bid}.mlp.gate_up_proj": "blk.{bid}.ffn_up",
-        "model.layers.{bid}.mlp.down_proj": "blk.{bid}.ffn_down",
-    },
+    hf_classes=("Phi3ForCausalLM",),
     metadata=metadata,
-    vocab=vocab,
-    extra_tensors=rope_factors,
+    tokenizer="phi3",
+    generated=rope_factors,
     defaults={"num_key_value_heads": n_heads, "max_position_embeddings": 4096,
               "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "vocab_size": 32064,
               "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
