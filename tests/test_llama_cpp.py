@@ -15,6 +15,7 @@ CASES = [("llama", "plain"), ("llama", "embed"), ("llama", "trainer"), ("llama",
          ("phi3", "plain"), ("phi3", "rslora"), ("gemma3", "plain"), ("qwen2", "plain"), ("qwen2", "alpha_pattern"),
          ("qwen3", "plain"), ("gemma3mm", "plain"),
          ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
+         ("qwen3moe", "plain"), ("qwen3moe", "experts"),  # experts: llama.cpp's converter refuses them
          ("mistral3", "plain")]  # mistral3: llama.cpp's own LoRA converter writes the base model instead
 
 
@@ -52,7 +53,8 @@ def test_llama_cpp_matches_peft(samples, tmp_path, arch, adapter):
         record(arch, "llama.cpp", f"{d_adapter:.1e} / {effect:.2f}" + (" (experts)" if adapter == "experts" else ""))
 
 
-@pytest.mark.parametrize("arch,adapter", [("gemma3", "embed"), ("llama", "patterns"), ("phi3", "plain")])
+@pytest.mark.parametrize("arch,adapter", [("gemma3", "embed"), ("llama", "patterns"), ("phi3", "plain"),
+                                          ("qwen3moe", "experts")])
 def test_llama_cpp_runs_merged(samples, tmp_path, arch, adapter):
     """The merged layout (here also the way to run an embedding LoRA on a tied-embedding base)."""
     base, ad = samples / arch / "base", samples / arch / "adapters" / adapter
