@@ -141,7 +141,8 @@ class Validator:
             if want := c.get(cfg_key):
                 got = f.typed(key, "float")
                 self.add(key, "metadata", got, want, got is not None and abs(got - want) <= 1e-6 * abs(want))
-        if a in ("gemma2", "gemma3") and (want := c.get("sliding_window")) and c.get("sliding_window_pattern") != 1:
+        windowed = self.names.spec is not None and self.names.spec.sliding_window
+        if windowed and (want := c.get("sliding_window")) and c.get("sliding_window_pattern") != 1:
             got = f.typed(f"{a}.attention.sliding_window", "int")
             self.add(f"{a}.attention.sliding_window", "metadata", got, want, got == want)
 

@@ -150,7 +150,14 @@ def end_to_end(artifact: Artifact, ref: PeftReference, config_dir: Path, tols: d
         runs = {"pytorch": lambda a=adapter: rebuild_logits(artifact, config_dir, None if a == "(merged)" else a, ids),
                 "llama.cpp": lambda a=adapter: llama_cpp_logits(artifact, None if a == "(merged)" else a, ids)}
         for runtime, run in runs.items():
-            got = run()
+            try:
+                got = run()
+            except ValueError as e:  # llama-cpp-python: "Failed to load model from file"
+                if runtime != "llama.cpp":
+                    raise
+                checks.append(Check(f"{runtime} logits, {label}", "end-to-end", f"does not load ({e})"[:120],
+                                    "loads", False))
+                continue
             if got is None:
                 continue
             rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))

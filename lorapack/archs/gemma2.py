@@ -36,6 +36,7 @@ SPEC = Spec(
     hf_classes=("Gemma2ForCausalLM",),
     metadata=metadata,
     tokenizer="gemma2",
+    sliding_window=True,
     transforms=(kinds.NORM_OFFSET,),
     skip=("rotary_emb.inv_freq", "lm_head.weight"),  # llama.cpp's GEMMA2 has no output tensor: always tied
     # Gemma2Config's defaults (transformers 5)

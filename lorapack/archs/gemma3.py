@@ -35,6 +35,7 @@ SPEC = Spec(
     hf_classes=("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"),
     metadata=metadata,
     tokenizer="gemma3",
+    sliding_window=True,
     transforms=(kinds.NORM_OFFSET, kinds.VOCAB_TRIM),
     prefixes=MULTIMODAL_TEXT,
     defaults={"head_dim": 256, "num_key_value_heads": 4, "max_position_embeddings": 131072,

@@ -52,6 +52,8 @@ class Spec:
     # fused HF tensors llama.cpp stores split: suffix → (suffixes of its equal row parts), e.g. gate_up → gate, up
     splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     skip: tuple[str, ...] = ("rotary_emb.inv_freq",)  # HF tensor-name suffixes llama.cpp drops
+    # the config's sliding_window reaches {arch}.attention.sliding_window (the validator checks it)
+    sliding_window: bool = False
     # tensors llama.cpp computes from the config (rope factors): HParams → [(GGUF name, float32 values)]
     generated: Callable[[HParams], list[tuple[str, np.ndarray]]] | None = None
 
