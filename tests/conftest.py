@@ -36,7 +36,7 @@ def need(condition: bool, why: str) -> None:
 def samples() -> Path:
     out = Path(os.environ.get("LORAPACK_SAMPLES", ROOT / "samples" / "out"))
     archs = ("llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3",
-             "smollm3", "qwen3moe")
+             "smollm3", "qwen3moe", "olmo2", "olmo3")
     if not all((out / a / "done").exists() for a in archs):
         subprocess.run([sys.executable, str(ROOT / "samples" / "make_samples.py"), str(out)], check=True,
                        stdout=subprocess.DEVNULL)

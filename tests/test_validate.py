@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import mmap
 import shutil
+import struct
 
 import numpy as np
 import pytest
 from conftest import lorapack, record
 from gguf import GGUFReader
 from reference_math import unpermute
+
+from lorapack.formats.gguf import read_gguf
 
 LLAMA = "llama"
 
@@ -40,14 +44,39 @@ def planted(good, tmp_path, which="sep"):
 
 
 def patch_tensor(path, name, fn):
-    r = GGUFReader(path, "r+")
-    t = next(t for t in r.tensors if t.name == name)
-    t.data[...] = fn(np.array(t.data))
+    """fn(values) → new values, for one tensor in place: F32/F16 as typed arrays, block types as each row's
+    bytes (what gguf-py's reader shows), located by lorapack's own reader (gguf-py's is slow on large vocabs)."""
+    t = next(t for t in read_gguf(path).tensors if t.name == name)
+    if t.qtype.name in ("F32", "F16"):
+        dtype, shape = np.float32 if t.qtype.name == "F32" else np.float16, t.shape
+    else:
+        dtype, shape = np.uint8, (*t.shape[:-1], t.nbytes // max(1, int(np.prod(t.shape[:-1]))))
+    data = np.memmap(path, dtype=dtype, mode="r+", offset=t.offset, shape=shape)
+    data[...] = fn(np.array(data))
+    data.flush()
+    del data
+
+
+_SCALAR = {"UINT8": "<B", "INT8": "<b", "UINT16": "<H", "INT16": "<h", "UINT32": "<I", "INT32": "<i",
+           "FLOAT32": "<f", "UINT64": "<Q", "INT64": "<q", "FLOAT64": "<d", "BOOL": "<?"}
 
 
 def patch_key(path, key, value):
-    r = GGUFReader(path, "r+")
-    r.fields[key].parts[r.fields[key].data[0]][0] = value
+    """A scalar key's value in place, found by its stored bytes (lorapack's reader; gguf-py's is slow)."""
+    field = read_gguf(path).fields[key]
+    stored = struct.pack("<Q", len(key.encode())) + key.encode() + field.raw
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        at = mm.find(stored)
+        assert at >= 0 and mm.find(stored, at + 1) < 0, f"{key} not found once"
+        new = struct.pack(_SCALAR[field.vtype.name], value)
+        mm[at + len(stored) - len(new): at + len(stored)] = new
+
+
+def patch_many(path, keys: dict, tensors: dict):
+    for key, value in keys.items():
+        patch_key(path, key, value)
+    for name, fn in tensors.items():
+        patch_tensor(path, name, fn)
 
 
 def expect_named(proc, *names):
@@ -229,7 +258,7 @@ def _drop(path, stem, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2",
-                                  "qwen3", "smollm3"])
+                                  "qwen3", "smollm3", "olmo2", "olmo3"])
 def test_planted_defects_every_architecture(samples, tmp_path, arch):
     """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
     own tensor or key, so each must be named on its own)."""
@@ -254,21 +283,25 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     _drop(one, dropped, tmp_path)
     patch_key(two, "adapter.lora.alpha", 3.0)
     rng = np.random.default_rng(1)
-    patch_tensor(tmp_path / "art" / "base.gguf", "token_embd.weight",
-                 lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype))
-    patch_tensor(tmp_path / "art" / "base.gguf", "blk.1.ffn_down.weight", lambda d: d * np.float16(1.05))
-    gguf_arch = {"gemma3mm": "gemma3"}.get(arch, arch)  # the multimodal checkpoint's text model is gemma3
-    patch_key(tmp_path / "art" / "base.gguf", f"{gguf_arch}.block_count", 7)
-    specific = []
+    # the multimodal checkpoint's text model is gemma3; OLMo 3 is llama.cpp's olmo2
+    gguf_arch = {"gemma3mm": "gemma3", "olmo3": "olmo2"}.get(arch, arch)
+    keys, specific = {f"{gguf_arch}.block_count": 7}, []
+    if arch == "gemma2":  # a wrong soft-cap
+        keys["gemma2.final_logit_softcapping"] = 30.0
+    elif arch == "olmo3":  # a wrong sliding window
+        keys["olmo2.attention.sliding_window"] = 4096
+    elif arch == "granite":  # a wrong multiplier
+        keys["granite.residual_scale"] = 1.0
+    specific += [k for k in keys if not k.endswith("block_count")]
+    patch_many(tmp_path / "art" / "base.gguf", keys, {
+        "token_embd.weight": lambda d: (d + rng.normal(0, 0.05 * np.abs(d).max(), d.shape)).astype(d.dtype),
+        "blk.1.ffn_down.weight": lambda d: d * np.float16(1.05)})
     if arch == "qwen3":  # its own feature: per-head q/k norms; a converter that drops one must be caught
         _drop(tmp_path / "art" / "base.gguf", "blk.0.attn_q_norm", tmp_path)
         specific = ["model.layers.0.self_attn.q_norm.weight"]
-    elif arch == "gemma2":  # a wrong soft-cap
-        patch_key(tmp_path / "art" / "base.gguf", "gemma2.final_logit_softcapping", 30.0)
-        specific = ["gemma2.final_logit_softcapping"]
-    elif arch == "granite":  # a wrong multiplier
-        patch_key(tmp_path / "art" / "base.gguf", "granite.residual_scale", 1.0)
-        specific = ["granite.residual_scale"]
+    elif arch == "olmo2":  # its q/k norms span whole projections; drop one
+        _drop(tmp_path / "art" / "base.gguf", "blk.1.attn_k_norm", tmp_path)
+        specific = ["model.layers.1.self_attn.k_norm.weight"]
     proc = lorapack("validate", tmp_path / "art", "--base", base, *ads, "--quiet", check=False)
     print(proc.stdout[-3000:])
     hf_dropped = "model.layers." + dropped.split(".")[1]
