@@ -54,6 +54,8 @@ def adapter_kv(adapter: Adapter, alpha: float, folded: bool, fingerprint: str) -
     return [
         string(Keys.Adapter.TYPE, "lora"),
         f32(Keys.Adapter.LORA_ALPHA, alpha),
+        *([array(Keys.Adapter.ALORA_INVOCATION_TOKENS, adapter.invocation_tokens, VT.UINT32)]
+          if adapter.invocation_tokens else []),
         string(keys.ADAPTER_NAME, adapter.name),
         f32(keys.ADAPTER_LORA_ALPHA, adapter.lora_alpha),
         u32(keys.ADAPTER_RANK, max(m.rank for m in adapter.modules)),

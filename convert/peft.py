@@ -67,6 +67,11 @@ class Adapter:
         return lora_alpha(self.config)
 
     @property
+    def invocation_tokens(self) -> list[int]:
+        """aLoRA: the token ids after which the adapter activates ([] for plain LoRA)."""
+        return list(self.config.get("alora_invocation_tokens") or [])
+
+    @property
     def targets(self) -> list[str]:
         return sorted({m.module.rsplit(".", 1)[-1] for m in self.modules})
 
@@ -96,6 +101,10 @@ def load_adapter(name: str, path: Path, model: BaseModel) -> Adapter:
     problems = _unsupported(config, tensors)
     modules, full, more = _modules(config, tensors, model)
     problems += more
+    vocab = model.h.get("vocab_size")
+    if vocab is not None and any(t >= vocab for t in config.get("alora_invocation_tokens") or []):
+        problems.append(f"alora_invocation_tokens {config['alora_invocation_tokens']} lie beyond the vocabulary "
+                        f"({vocab} tokens)")
     if not modules and not full and not problems:
         problems.append("its targets match nothing in the base model")
     if problems:
@@ -147,8 +156,9 @@ def _unsupported(config: dict, tensors: dict[str, TensorRef]) -> list[str]:
         problems.append("fan_in_fan_out (GPT-2 Conv1D layout) is not supported")
     if config.get("layer_replication"):
         problems.append("layer_replication is not supported")
-    if config.get("alora_invocation_tokens") or config.get("invocation_string"):
-        problems.append("activated LoRA (alora_invocation_tokens) is not supported")
+    if config.get("invocation_string") and not config.get("alora_invocation_tokens"):
+        problems.append("aLoRA with only invocation_string: lorapack never runs a tokenizer's code to turn it into "
+                        "token ids; give alora_invocation_tokens in adapter_config.json")
     if any(".trainable_tokens_delta" in k for k in tensors):
         problems.append("trainable_token_indices (trainable token deltas) is not supported")
     for key, ref in tensors.items():

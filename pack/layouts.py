@@ -131,6 +131,10 @@ def merged_plan(model: BaseModel, adapters: list[Adapter], weights: dict[str, fl
     """W + Σ weight·scaling·B·A per targeted weight, computed in float32 from the sources and cast once."""
     if not adapters:
         raise LorapackError("the merged layout needs at least one adapter")
+    if alora := [a.name for a in adapters if a.invocation_tokens]:
+        raise LorapackError(f"adapter {', '.join(alora)}: an activated LoRA (aLoRA) applies only after its "
+                            "invocation tokens; merged would apply it to every token",
+                            hint="use --layout separate or combined (llama-server activates it at run time)")
     deltas, replaced = _deltas(model, adapters, weights)
     plan = with_fingerprint(base_plan(model, outtype, deltas), model)
     tensors = {t.source: i for i, t in enumerate(plan.tensors)}

@@ -90,6 +90,7 @@ def make_adapter(base_model, dest: Path, seed: int, **lora) -> None:
 
 
 SPECIAL_LLAMA = {"unk": 0, "bos": 1, "eos": 2}
+ALORA_TOKENS = [23, 57, 101]  # the llama sample's aLoRA invocation sequence
 
 
 def llama(out: Path) -> None:
@@ -111,6 +112,9 @@ def llama(out: Path) -> None:
                  alpha_pattern={"v_proj": 32, "layers.1.self_attn.o_proj": 4})
     make_adapter(model, out / "adapters" / "embed", 13, target_modules=["embed_tokens", "q_proj", "lm_head"])
     make_adapter(model, out / "adapters" / "dora", 14, use_dora=True, target_modules=["q_proj", "v_proj"])
+    # activated LoRA: on from its invocation tokens on (PEFT's alora_invocation_tokens; llama-server honours it)
+    make_adapter(model, out / "adapters" / "alora", 15, target_modules=["q_proj", "v_proj", "down_proj"],
+                 alora_invocation_tokens=ALORA_TOKENS)
     make_adapter(model, out / "adapters" / "save_head", 15, target_modules=["q_proj"], modules_to_save=["lm_head"])
     # as TRL / unsloth / axolotl write them: "all-linear", one layer only, patterns keyed by regex and full path,
     # bf16 tensors

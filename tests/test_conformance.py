@@ -30,7 +30,7 @@ def test_base_other_types(samples, ref_run, tmp_path, outtype):
     assert diff(str(tmp_path / "m.gguf"), str(ref_run.base(base, outtype))) == []
 
 
-ADAPTERS = [("llama", "plain"), ("llama", "embed"), ("phi3", "plain"), ("gemma3", "plain"),
+ADAPTERS = [("llama", "plain"), ("llama", "embed"), ("llama", "alora"), ("phi3", "plain"), ("gemma3", "plain"),
             ("gemma3", "embed"), ("qwen2", "plain"), ("qwen3", "plain"),
             ("gemma3mm", "plain"), ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
             ("qwen3moe", "plain"), ("olmo2", "plain"), ("olmo3", "plain")]

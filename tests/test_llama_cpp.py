@@ -3,6 +3,8 @@ PyTorch PEFT model. f32 weights, so the difference is llama.cpp's arithmetic, no
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,45 @@ def test_llama_cpp_runs_merged(samples, tmp_path, arch, adapter):
     d = np.abs(got - ref).max()
     print(f"{arch}/{adapter} merged: max|Δ| {d:.2e} (tolerance {ATOL})")
     assert d <= ATOL
+
+
+def test_llama_cpp_runs_alora_as_peft(samples, tmp_path):
+    """An activated LoRA (PEFT's alora_invocation_tokens): llama.cpp evaluates the prompt up to the invocation
+    without the adapter and the rest with it, in one KV cache, as llama-server does; before the invocation the
+    logits equal the base model's, from it on PEFT's aLoRA model's. Combined and unpack carry the tokens; merged
+    refuses the adapter."""
+    import ctypes
+
+    import llama_cpp
+
+    base, ad = samples / "llama" / "base", samples / "llama" / "adapters" / "alora"
+    tokens = json.loads((ad / "adapter_config.json").read_text())["alora_invocation_tokens"]
+    ids, start = IDS[:5] + tokens + IDS[5:], 5
+    lorapack("build", base, ad, "-o", tmp_path / "s", "--layout", "separate", "--outtype", "f32",
+             "--adapter-outtype", "f32")
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "s" / "base.gguf"), logits_all=True, n_ctx=64, n_threads=2,
+                          lora_path=str(tmp_path / "s" / "adapters" / "alora.gguf"), verbose=False)
+    llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+    llm.eval(ids[:start])
+    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)
+    llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+    llm.eval(ids[start:])
+    got = np.array(llm.scores[: len(ids)], dtype=np.float32)
+    llm.close()
+    with torch.no_grad():
+        plain = peft_model(base)(torch.tensor([ids])).logits[0].numpy()
+        tuned = peft_model(base, ad)(torch.tensor([ids])).logits[0].numpy()
+    before, after = np.abs(got[:start] - plain[:start]).max(), np.abs(got[start:] - tuned[start:]).max()
+    effect = np.abs(tuned[start:] - plain[start:]).max()
+    print(f"llama/alora: before the invocation max|Δ| vs base {before:.2e}; from it vs PEFT {after:.2e}; "
+          f"adapter effect {effect:.2f}; PEFT before the invocation vs base {np.abs(tuned - plain)[:start].max()}")
+    assert np.array_equal(tuned[:start], plain[:start])  # PEFT: nothing before the invocation
+    assert effect > 10 * ATOL and before <= ATOL and after <= min(ATOL, effect / 100)
+    # combined carries the tokens, unpack gives the separate adapter back byte for byte; merged refuses aLoRA
+    lorapack("build", base, ad, "-o", tmp_path / "c.gguf", "--outtype", "f32", "--adapter-outtype", "f32")
+    lorapack("unpack", tmp_path / "c.gguf", "-o", tmp_path / "u")
+    assert (tmp_path / "u" / "adapters" / "alora.gguf").read_bytes() == \
+        (tmp_path / "s" / "adapters" / "alora.gguf").read_bytes()
+    refused = lorapack("build", base, ad, "-o", tmp_path / "m.gguf", "--layout", "merged", check=False)
+    assert refused.returncode == 2 and "aLoRA" in refused.stderr, refused.stderr
+    record("llama", "llama.cpp", f"aLoRA {after:.1e} / {effect:.2f} (before the invocation {before:.1e})")

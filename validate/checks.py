@@ -309,6 +309,10 @@ class Validator:
                           ("general.architecture", self.arch)):
             got = view.typed(key, "str")
             self.add(f"{name}: {key}", "metadata", got, want, got == want)
+        want = self.ref.invocation_tokens(name)  # aLoRA: llama-server activates the adapter after these
+        got = view.typed("adapter.alora.invocation_tokens", "int[]")
+        if want or got:
+            self.add(f"{name}: adapter.alora.invocation_tokens", "metadata", got, want, list(got or []) == want)
 
     def saved_weights(self, name: str, view: AdapterView) -> None:
         """modules_to_save weights carried by a combined file, against PEFT's."""

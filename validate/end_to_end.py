@@ -8,6 +8,7 @@ reference logit, and agreement of the top-1 token.
 
 from __future__ import annotations
 
+import ctypes
 import tempfile
 from pathlib import Path
 
@@ -103,7 +104,10 @@ def _apply(artifact: Artifact, names: Names, config: dict, adapter: str, state: 
         state[key] = state[key] + np.concatenate([parts[i] for i in sorted(parts)], axis=1)
 
 
-def llama_cpp_logits(artifact: Artifact, adapter: str | None, ids: list[int]) -> np.ndarray | None:
+def llama_cpp_logits(artifact: Artifact, adapter: str | None, ids: list[int], start: int | None = None
+                     ) -> np.ndarray | None:
+    """llama.cpp's logits for `ids`; with `start` (aLoRA), the tokens before it are evaluated without the
+    adapter and the rest with it, in one KV cache, as llama-server runs an activated LoRA."""
     try:
         import llama_cpp
     except ImportError:
@@ -112,7 +116,14 @@ def llama_cpp_logits(artifact: Artifact, adapter: str | None, ids: list[int]) ->
         model, lora = _runnable(artifact, adapter, Path(tmp))
         llm = llama_cpp.Llama(model_path=str(model), lora_path=str(lora) if lora else None, logits_all=True,
                               n_ctx=max(64, len(ids) + 8), n_threads=2, verbose=False)
-        llm.eval(ids)
+        if start is None:
+            llm.eval(ids)
+        else:
+            llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+            llm.eval(ids[:start])
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)
+            llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+            llm.eval(ids[start:])
         out = np.array(llm.scores[: len(ids)], dtype=np.float32)
         llm.close()
         return out
@@ -145,29 +156,59 @@ def end_to_end(artifact: Artifact, ref: PeftReference, config_dir: Path, tols: d
                               if view is not None else [])
         worst = max(types, key=lambda q: for_type(tols, q).rtol)
         tol = Tol(max(1e-4, 20 * for_type(tols, worst).rtol))  # logits gather the rounding of every layer
+        invocation = ref.invocation_tokens(adapter) if view is not None else []
+        if invocation:
+            checks += _alora(artifact, ref, adapter, ids, invocation, tol)
+            continue
         want = _reference(ref, artifact, adapter, ids)
         label = adapter or "base"
         runs = {"pytorch": lambda a=adapter: rebuild_logits(artifact, config_dir, None if a == "(merged)" else a, ids),
                 "llama.cpp": lambda a=adapter: llama_cpp_logits(artifact, None if a == "(merged)" else a, ids)}
         for runtime, run in runs.items():
-            try:
-                got = run()
-            except ValueError as e:  # llama-cpp-python: "Failed to load model from file"
-                if runtime != "llama.cpp":
-                    raise
-                checks.append(Check(f"{runtime} logits, {label}", "end-to-end", f"does not load ({e})"[:120],
-                                    "loads", False))
-                continue
-            if got is None:
-                continue
-            rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
-            agree = float(np.mean(got.argmax(-1) == want.argmax(-1)))
-            # llama.cpp keeps its KV cache in F16 whatever the weights: ~5e-4 of the logits even for F32 weights
-            t = Tol(max(tol.rtol, LLAMA_CPP_FLOOR)) if runtime == "llama.cpp" else tol
-            checks.append(Check(f"{runtime} logits, {label}", "end-to-end", rel, str(t), t.ok(rel, rel)))
-            checks.append(Check(f"{runtime} top-1 agreement, {label}", "end-to-end", agree, f">={TOP1}",
-                                agree >= TOP1))
+            checks += _compare(runtime, label, run, want, tol)
     return checks
+
+
+def _compare(runtime: str, label: str, run, want: np.ndarray, tol: Tol, top1: bool = True) -> list[Check]:
+    try:
+        got = run()
+    except ValueError as e:  # llama-cpp-python: "Failed to load model from file"
+        if runtime != "llama.cpp":
+            raise
+        return [Check(f"{runtime} logits, {label}", "end-to-end", f"does not load ({e})"[:120], "loads", False)]
+    if got is None:
+        return []
+    got = got[: len(want)] if got.shape[0] != want.shape[0] else got
+    rel = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+    agree = float(np.mean(got.argmax(-1) == want.argmax(-1)))
+    # llama.cpp keeps its KV cache in F16 whatever the weights: ~5e-4 of the logits even for F32 weights
+    t = Tol(max(tol.rtol, LLAMA_CPP_FLOOR)) if runtime == "llama.cpp" else tol
+    out = [Check(f"{runtime} logits, {label}", "end-to-end", rel, str(t), t.ok(rel, rel))]
+    if top1:
+        out.append(Check(f"{runtime} top-1 agreement, {label}", "end-to-end", agree, f">={TOP1}", agree >= TOP1))
+    return out
+
+
+def _alora(artifact: Artifact, ref: PeftReference, adapter: str, ids: list[int], invocation: list[int],
+           tol: Tol) -> list[Check]:
+    """An activated LoRA over a prompt holding its invocation tokens: before them the logits are the base's,
+    from them on PEFT's (which applies the adapter from the invocation's first token). Only llama.cpp runs it
+    this way; the PyTorch rebuild would apply the adapter everywhere, so it is not run for aLoRA."""
+    start = len(ids) // 2
+    ids = ids[:start] + invocation + ids[start:]
+    base, tuned = ref.logits(ids, None), ref.logits(ids, adapter)
+    run = lambda: llama_cpp_logits(artifact, adapter, ids, start)  # noqa: E731
+    cached = {}
+
+    def once():
+        if "v" not in cached:
+            cached["v"] = run()
+        return cached["v"]
+
+    return (_compare("llama.cpp", f"{adapter}, before its invocation tokens (vs base)", lambda: (
+                None if once() is None else once()[:start]), base[:start], tol, top1=False)
+            + _compare("llama.cpp", f"{adapter}, from its invocation tokens (vs PEFT)", lambda: (
+                None if once() is None else once()[start:]), tuned[start:], tol))
 
 
 def _reference(ref: PeftReference, artifact: Artifact, adapter: str | None, ids: list[int]) -> np.ndarray:

@@ -157,8 +157,13 @@ class PeftReference:
         layer = self.layers[adapter][module]
         self._activate(adapter)
         inp = torch.from_numpy(x)
+        # an aLoRA layer adapts only tokens marked active: mark every probe row (one token each)
+        extra = {"alora_offsets": [1] * len(x)} if self.invocation_tokens(adapter) else {}
         with float32(layer):
-            return (layer(inp) - layer.base_layer(inp)).float().numpy()
+            return (layer(inp, **extra) - layer.base_layer(inp)).float().numpy()
+
+    def invocation_tokens(self, adapter: str) -> list[int]:
+        return list(getattr(self.model.peft_config[adapter], "alora_invocation_tokens", None) or [])
 
     def logits(self, ids: list[int], adapter: str | None) -> np.ndarray:
         import contextlib

@@ -48,6 +48,9 @@ def check_adapter_config(c: dict[str, Any]) -> list[str]:
         ("use_dora", lambda v: isinstance(v, bool), "true or false"),
         ("fan_in_fan_out", lambda v: isinstance(v, bool), "true or false"),
         ("target_modules", _names_or_regex, "a list of module names or one regular expression"),
+        ("alora_invocation_tokens", lambda v: isinstance(v, list) and len(v) <= 4096
+         and all(is_int(t) and 0 <= t < 2**31 for t in v), "a list of at most 4096 token ids"),
+        ("invocation_string", lambda v: isinstance(v, str) and len(v) <= 65536, "a string"),
         ("target_parameters", lambda v: isinstance(v, list) and all(isinstance(t, str) and 0 < len(t) <= 256
                                                               for t in v), "a list of parameter names"),
         ("exclude_modules", _names_or_regex, "a list of module names or one regular expression"),
