@@ -15,6 +15,8 @@ from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import LorapackError
 
+from . import ggml_quant
+
 OUTTYPES: dict[str, tuple[QT, LlamaFileType]] = {
     "f32": (QT.F32, LlamaFileType.ALL_F32),
     "f16": (QT.F16, LlamaFileType.MOSTLY_F16),
@@ -69,6 +71,8 @@ def encode(values: np.ndarray, qtype: QT) -> np.ndarray:
     if qtype == QT.F16:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused by the writer, by name
             return np.ascontiguousarray(values, dtype=np.float16)
+    if (fast := ggml_quant.quantize(values, qtype)) is not None:  # ggml's C quantizer: the same bytes, faster
+        return fast
     return quants.quantize(np.ascontiguousarray(values), qtype)
 
 
