@@ -158,7 +158,7 @@ def expert_groups(model: BaseModel) -> tuple[dict[str, list[TensorRef]], dict[in
     n = model.h.find(["num_local_experts", "num_experts"])
     groups = {}
     for stacked, parts in found.items():
-        if sorted(parts) != list(range(n)):
+        if len(parts) != n or set(parts) != set(range(n)):
             raise CheckpointError(f"{stacked}: the checkpoint has experts {sorted(parts)[:8]}, config.json "
                                   f"num_experts is {n}")
         shapes = {parts[x].shape for x in parts}

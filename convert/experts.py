@@ -52,9 +52,10 @@ def expert_modules(config: dict, wrappers: dict[str, dict[str, TensorRef]], mode
         rank = a.shape[0] // n_exp
         if rank * n_exp != a.shape[0] or b.shape[1] != a.shape[0]:
             raise AdapterError(f"{module}: lora_A rows {a.shape[0]} are not rank × {n_exp} experts")
-        if (want := module_rank(config, owner)) != rank:
+        # PEFT matches rank_pattern / alpha_pattern against the parameter's key, not the wrapper module
+        if (want := module_rank(config, param)) != rank:
             raise AdapterError(f"{module}: adapter_config.json gives rank {want} but the factors have {rank}")
-        alpha = module_alpha(config, owner)
+        alpha = module_alpha(config, param)
         scaling = lora.scaling(alpha, rank, bool(config.get("use_rslora")))
         pieces = model.spec.splits.get(_suffix(param))
         names = [f"{owner}.{p.rsplit('.', 1)[-1]}" for p in pieces] if pieces else [param]

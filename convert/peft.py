@@ -19,6 +19,7 @@ from lorapack.formats.peft_config import check_adapter_config, lora_alpha, modul
 from lorapack.formats.safetensors import FLOAT_DTYPES, TensorRef, read_header, to_f32
 from lorapack.spec import lora
 from lorapack.spec.arch import is_tower
+from lorapack.spec.names import expert_part
 
 from .base import BaseModel
 from .experts import expert_modules, expert_parameters, param_wrappers
@@ -184,6 +185,11 @@ def _modules(config: dict, tensors: dict[str, TensorRef], model: BaseModel):
     if config.get("target_parameters") and not expert_parameters(config, model):
         problems.append(f"target_parameters {config['target_parameters']} name no fused expert parameter of this "
                         f"{model.spec.name} base (lorapack converts target_parameters LoRA on MoE experts only)")
+    if single := [m for m in parts if expert_part(model.spec.text_name(f"{m}.weight")) is not None]:
+        problems.append(f"LoRA on single experts' projections ({len(single)} modules, e.g. {single[0]}) is not "
+                        "supported: llama.cpp applies expert LoRA to the stacked experts (train it with "
+                        "target_parameters)")
+        parts = {m: k for m, k in parts.items() if m not in single}
     if wrappers := param_wrappers(config, parts):
         try:
             modules += expert_modules(config, wrappers, model)

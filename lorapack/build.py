@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,8 +17,9 @@ from lorapack.errors import LorapackError
 from lorapack.names import parse_adapter_arg
 from lorapack.outputs import check_output, staged
 from lorapack.pack.gguf_io import total_bytes, write_plan
-from lorapack.pack.layouts import adapters_only_plans, combined_plan, merged_plan, write_separate
-from lorapack.spec.types import ADAPTER_OUTTYPES, parse_outtype
+from lorapack.pack.layouts import adapters_only_plans, combined_plan, merged_plan, separate_plans, write_separate
+from lorapack.spec.plan import Plan
+from lorapack.spec.types import ADAPTER_OUTTYPES, nbytes, parse_outtype
 
 
 @dataclass
@@ -30,6 +33,7 @@ class BuildRequest:
     scales: dict[str, float] = field(default_factory=dict)
     adapters_only: bool = False
     force: bool = False
+    dry_run: bool = False
 
 
 def check_request(req: BuildRequest) -> list[tuple[str, Path]]:
@@ -80,17 +84,21 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
     if problems:
         raise LorapackError(*problems, hint="nothing was written")
     notes = _notes(model)
+    plans = _plans(req, model, adapters, outtype, adapter_outtype)
+    if req.dry_run:
+        return dry_run_report(req, plans) + notes
+    check_space(req.out, plans)
     if req.adapters_only:
-        return _write_adapters_only(req, model, adapters, adapter_outtype, progress) + notes
+        return _write_adapters_only(req, plans, progress) + notes
     if req.layout == "separate":
         with staged(req.out, req.force, "dir", (req.base, *(a.path for a in adapters))) as tmp:
-            bar = progress(0)
-            written = write_separate(tmp, model, adapters, outtype, adapter_outtype, bar)
+            bar = progress(total_bytes(plans.values()))
+            written = write_separate(tmp, {str(p.relative_to(req.out)): plan for p, plan in plans.items()},
+                                     adapters, bar)
             bar.close()
         return [f"wrote {req.out}/ (separate layout)", "run it with:"] + [
             "  " + line.replace(str(tmp), str(req.out)) for line in written.notes] + notes
-    plan = (combined_plan(model, adapters, outtype, adapter_outtype) if req.layout == "combined"
-            else merged_plan(model, adapters, req.scales, outtype))
+    (plan,) = plans.values()
     with staged(req.out, req.force, "file", (req.base, *(a.path for a in adapters))) as tmp:
         bar = progress(total_bytes([plan]))
         write_plan(tmp, plan, bar)
@@ -102,18 +110,75 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
     return lines + notes
 
 
-def _write_adapters_only(req: BuildRequest, model, adapters, adapter_outtype, progress) -> list[str]:
+def _plans(req: BuildRequest, model, adapters, outtype, adapter_outtype) -> dict[Path, Plan]:
+    """Every file the request writes (its final path) → its plan; nothing is read or written yet."""
+    if req.adapters_only:
+        return {req.out / "adapters" / f"{n}.gguf": p
+                for n, p in adapters_only_plans(model, adapters, adapter_outtype).items()}
+    if req.layout == "separate":
+        return {req.out / rel: p for rel, p in separate_plans(model, adapters, outtype, adapter_outtype).items()}
+    if req.layout == "combined":
+        return {req.out: combined_plan(model, adapters, outtype, adapter_outtype)}
+    return {req.out: merged_plan(model, adapters, req.scales, outtype)}
+
+
+def file_bytes(plan: Plan) -> int:
+    """The file's size, near enough for a disk check: tensor data, alignment, and the header's keys."""
+    header = sum(len(kv.key) + 64 + _value_bytes(kv.value) for kv in plan.kv.values())
+    # per tensor: its info (name, ≤4 dims, type, offset) and up to 31 bytes of alignment padding
+    return total_bytes([plan]) + header + sum(len(t.name) + 96 for t in plan.tensors)
+
+
+def _value_bytes(value) -> int:
+    if isinstance(value, (list, tuple)):
+        return sum(_value_bytes(v) + 8 for v in value)
+    return len(value) if isinstance(value, (str, bytes)) else 8
+
+
+def check_space(out: Path, plans: dict[Path, Plan]) -> None:
+    """Refuse before writing when the outputs cannot fit on their file system (nothing is written)."""
+    need = sum(file_bytes(p) for p in plans.values())
+    where = Path(os.path.abspath(out))
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise LorapackError(f"the output needs about {_size(need)} but {where} has {_size(free)} free",
+                            hint="free some space or write elsewhere (-o); nothing was written")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def dry_run_report(req: BuildRequest, plans: dict[Path, Plan]) -> list[str]:
+    """What would be written, file by file and tensor by tensor (--dry-run)."""
+    lines = []
+    for path, plan in plans.items():
+        types = Counter(t.qtype.name for t in plan.tensors)
+        lines.append(f"{path}: {req.layout} layout, {len(plan.tensors)} tensors, about {_size(file_bytes(plan))} "
+                     f"({', '.join(f'{n} {q}' for q, n in sorted(types.items()))}), {len(plan.kv)} metadata keys")
+        for t in plan.tensors:
+            lines.append(f"  {t.name:<48} {t.qtype.name:<5} {str(list(t.shape)):<20} {_size(nbytes(t.shape, t.qtype))}")
+    total = sum(file_bytes(p) for p in plans.values())
+    return lines + [f"dry run: {len(plans)} file(s), about {_size(total)}; nothing was written"]
+
+
+def _write_adapters_only(req: BuildRequest, plans: dict[Path, Plan], progress) -> list[str]:
     """Each DIR/adapters/NAME.gguf is staged on its own and placed only when all of them are complete."""
-    plans = adapters_only_plans(model, adapters, adapter_outtype)
     (req.out / "adapters").mkdir(parents=True, exist_ok=True)
     bar = progress(total_bytes(plans.values()))
     with contextlib.ExitStack() as stack:
-        for name, plan in plans.items():
-            tmp = stack.enter_context(staged(req.out / "adapters" / f"{name}.gguf", req.force))
+        for path, plan in plans.items():
+            tmp = stack.enter_context(staged(path, req.force))
             write_plan(tmp, plan, bar)
     bar.close()
     return [f"wrote {len(plans)} adapter file(s) in {req.out / 'adapters'}/"] + [
-        f"  llama-server -m BASE.gguf --lora {req.out / 'adapters' / name}.gguf" for name in plans]
+        f"  llama-server -m BASE.gguf --lora {path}" for path in plans]
 
 
 def _notes(model) -> list[str]:

@@ -155,8 +155,10 @@ def parse_scales(values: tuple[str, ...]) -> dict[str, float]:
               help="Merged layout only: weight of adapter NAME (default 1).")
 @click.option("--adapters-only", is_flag=True, help="Separate layout: write only adapters/ (you have the base GGUF).")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the files, tensors, types and sizes it would write; write nothing.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
-def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapters_only, force, quiet):
+def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapters_only, force, dry_run, quiet):
     """Convert BASE (a Hugging Face folder) and PEFT ADAPTERs ([NAME=]DIR) to GGUF.
 
     An ADAPTER argument is NAME=DIR when the text before the first '=' is a name ([A-Za-z0-9][A-Za-z0-9_-]{0,31});
@@ -165,9 +167,9 @@ def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapter
     from lorapack.build import BuildRequest, run_build
 
     req = BuildRequest(base, list(adapters), out, layout, outtype, adapter_outtype, parse_scales(scales),
-                       adapters_only, force)
+                       adapters_only, force, dry_run)
     notes = run_build(req, lambda total: Progress(total, "writing", quiet))
-    if not quiet:
+    if not quiet or dry_run:
         for line in notes:
             echo(line)
 

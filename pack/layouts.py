@@ -64,27 +64,36 @@ def adapters_only_plans(model: BaseModel, adapters: list[Adapter], adapter_outty
     return {a.name: adapter_plan(a, model, adapter_outtype) for a in adapters}
 
 
-def write_separate(dest: Path, model: BaseModel, adapters: list[Adapter], outtype: QT, adapter_outtype: QT,
-                   progress=None) -> Written:
+def separate_plans(model: BaseModel, adapters: list[Adapter], outtype: QT, adapter_outtype: QT) -> dict[str, Plan]:
+    """The separate layout's files, relative to its folder → their plans."""
     adapter_plans = adapters_only_plans(model, adapters, adapter_outtype)
     plans = {"base.gguf": with_fingerprint(base_plan(model, outtype), model)}
     plans.update({f"adapters/{n}.gguf": p for n, p in adapter_plans.items()})
-    return write_folder(dest, plans, [a.name for a in adapters], progress)
+    return plans
 
 
-def write_folder(dest: Path, plans: dict[str, Plan], names: list[str], progress=None) -> Written:
+def write_separate(dest: Path, plans: dict[str, Plan], adapters: list[Adapter], progress=None) -> Written:
+    alora = frozenset(a.name for a in adapters if a.invocation_tokens)
+    return write_folder(dest, plans, [a.name for a in adapters], progress, alora)
+
+
+def write_folder(dest: Path, plans: dict[str, Plan], names: list[str], progress=None,
+                 alora: frozenset[str] = frozenset()) -> Written:
     (dest / "adapters").mkdir(parents=True)
     for rel, plan in plans.items():
         write_plan(dest / rel, plan, progress)
     if "base.gguf" in plans:
-        (dest / "Modelfile").write_text(modelfile(names))
+        (dest / "Modelfile").write_text(modelfile(names, alora))
     return Written([dest / rel for rel in plans], run_lines(dest, names))
 
 
-def modelfile(names: list[str]) -> str:
+def modelfile(names: list[str], alora: frozenset[str] = frozenset()) -> str:
     lines = ["# Ollama: ollama create NAME -f Modelfile", "FROM ./base.gguf"]
-    lines += [f"ADAPTER ./adapters/{n}.gguf" for n in names[:1]]
-    lines += [f"# ADAPTER ./adapters/{n}.gguf  (Ollama applies one adapter per model)" for n in names[1:]]
+    plain = [n for n in names if n not in alora]
+    lines += [f"ADAPTER ./adapters/{n}.gguf" for n in plain[:1]]
+    lines += [f"# ADAPTER ./adapters/{n}.gguf  (Ollama applies one adapter per model)" for n in plain[1:]]
+    lines += [f"# ADAPTER ./adapters/{n}.gguf  (an aLoRA: Ollama would apply it to every token; use llama-server)"
+              for n in names if n in alora]
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,8 @@ def unpack(path: Path, dest: Path, progress=None) -> Written:
         plans[f"adapters/{n}.gguf"] = _subplan(
             f, lambda k, ns=ns: k.startswith(ns) and k != ns + keys.SEPARATE_BLOCKERS,
             lambda t, tns=tns: t.startswith(tns), strip_kv=ns, strip_tensor=tns)
-    return write_folder(dest, plans, names, progress)
+    alora = frozenset(n for n in names if f"{COMBINED}{n}.adapter.alora.invocation_tokens" in f.fields)
+    return write_folder(dest, plans, names, progress, alora)
 
 
 def _subplan(f: GGUFFile, keep_key, keep_tensor, strip_kv: str = "", strip_tensor: str = "") -> Plan:

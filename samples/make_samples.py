@@ -352,6 +352,10 @@ def qwen3moe(out: Path) -> None:
     make_adapter(model.float(), out / "adapters" / "plain", 120, target_modules=LINEAR[:4])
     make_adapter(model, out / "adapters" / "experts", 121, target_modules=["q_proj"],
                  target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+    # PEFT keys rank_pattern / alpha_pattern of expert parameters by the parameter (…mlp.experts.down_proj)
+    make_adapter(model, out / "adapters" / "experts_patterns", 122, target_modules=["q_proj"],
+                 target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+                 rank_pattern={"gate_up_proj": 4}, alpha_pattern={"down_proj": 64})
 
 
 def olmo(out: Path, cls: str, seed: int, **extra) -> None:

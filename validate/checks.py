@@ -163,7 +163,7 @@ class Validator:
         covered = set()
         for t in self.art.base_tensors():
             if (part := expert_checks.target(self.names, t.name)) is not None:
-                covered.update(self.compare_stack(t, expert_checks.source_names(part, t.shape[0])))
+                covered.update(self.compare_stack(t, part))
                 continue
             mapped = self.names.module(t.name)
             if mapped is None:
@@ -204,19 +204,28 @@ class Validator:
         rel, max_abs = rel_error(got, want[: got.shape[0]] + np.float32(norm_offset(self.names.spec, name)))
         self.add(t.name, kind, rel, tol, tol.ok(rel, max_abs))
 
-    def compare_stack(self, t, sources: list[str]) -> list[str]:
-        """A stacked expert tensor (experts, out, in), expert by expert, against the checkpoint's own tensors."""
+    def compare_stack(self, t, part: tuple) -> list[str]:
+        """A stacked expert tensor (experts, out, in), expert by expert, against the checkpoint's own tensors
+        (plus, in a merged file, Σ weight · PEFT's expert ΔW for its rows of the fused parameter)."""
         tol = for_type(self.tols, t.qtype.name)
-        if not all(self.src.has(n) for n in sources):
-            self.add(t.name, "base", "no source tensors", f"{sources[0]} …", False)
+        sources = expert_checks.source_names(part, t.shape[0] if len(t.shape) == 3 else 0)
+        if not sources or not all(self.src.has(n) for n in sources):
+            self.add(t.name, "base", "no source tensors", f"{part[0]}.N.{part[4]}.weight", False)
             return []
         got = dequantize(self.art.base, t)
         want = np.stack([self.src.get(n) for n in sources])
+        kind = "base"
+        if self.art.kind == "merged" and got.shape == want.shape:
+            for n in self.merged_names:
+                if (w := expert_checks.wrappers(self.ref.layers.get(n, {})).get(part[:2])) is not None:
+                    rows = slice(part[2] * want.shape[1], (part[2] + 1) * want.shape[1])
+                    want = want + self.art.merged_scales[n] * expert_checks.peft_delta(w[1], n)[:, rows]
+                    kind = "merged"
         if got.shape != want.shape:
-            self.add(t.name, "base", f"shape {list(got.shape)}", f"{list(want.shape)}", False)
+            self.add(t.name, kind, f"shape {list(got.shape)}", f"{list(want.shape)}", False)
         else:
             rel, max_abs = rel_error(got, want)
-            self.add(t.name, "base", rel, tol, tol.ok(rel, max_abs))
+            self.add(t.name, kind, rel, tol, tol.ok(rel, max_abs))
         return [self.src.stored(n) for n in sources]
 
     def compare_base(self, t, module: str, src_name: str) -> None:
@@ -293,13 +302,18 @@ class Validator:
                 self.add(label, "structure", "not adapted in PEFT", "absent", False)
                 continue
             parts, types = [], []
-            for index, _, p in items:
+            for index, stem, p in items:
                 a, b = dequantize(view.file, p["lora_a"]), dequantize(view.file, p["lora_b"])
+                if not expert_checks.stacked_pair(a, b):
+                    self.add(f"{name}: {stem}", "structure", f"lora_a {list(a.shape)}, lora_b {list(b.shape)}",
+                             "(E, r, in) and (E, out, r)", False)
+                    break
                 parts.append((index, a, b, lora.llama_cpp_scaling(alpha, b.shape[-1])))
                 types += [p["lora_a"].qtype.name, p["lora_b"].qtype.name]
-            rel, max_abs = expert_checks.compare(parts, expert_checks.peft_delta(wrapped[key][1], name))
-            tol = for_type(self.tols, max(types, key=lambda q: for_type(self.tols, q).rtol))
-            self.add(label, "adapter", rel, tol, tol.ok(rel, max_abs))
+            else:
+                rel, max_abs = expert_checks.compare(parts, expert_checks.peft_delta(wrapped[key][1], name))
+                tol = for_type(self.tols, max(types, key=lambda q: for_type(self.tols, q).rtol))
+                self.add(label, "adapter", rel, tol, tol.ok(rel, max_abs))
         modules = {m for m, _ in wrapped.values()}
         return {m: layer for m, layer in layers.items() if m not in modules}
 
@@ -386,7 +400,13 @@ class Validator:
         return [n for n in self.ref.names if n in self.art.merged_scales and n in self.adapter_dirs]
 
     def merged_modules(self) -> set[str]:
-        return {m for n in self.merged_names for m in self.ref.layers.get(n, {})}
+        """Adapted modules of the merged adapters (expert wrappers are checked with their stacks)."""
+        out = set()
+        for n in self.merged_names:
+            layers = self.ref.layers.get(n, {})
+            wrapped = {m for m, _ in expert_checks.wrappers(layers).values()}
+            out |= set(layers) - wrapped
+        return out
 
     def merged(self) -> None:
         """W'·x against W·x + Σ s·ΔW·x, and the adapters' part W'·x − W·x on its own."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lorapack.formats.gguf import CorruptGGUF
 from lorapack.spec import kinds, lora
 
 from . import experts as expert_checks
@@ -88,6 +89,9 @@ def _apply(artifact: Artifact, names: Names, config: dict, adapter: str, state: 
     for stem, parts in view.pairs().items():
         if (part := expert_checks.target(names, stem)) is not None:
             a, b = dequantize(view.file, parts["lora_a"]), dequantize(view.file, parts["lora_b"])
+            if not expert_checks.stacked_pair(a, b):
+                raise CorruptGGUF(f"{stem}: expert lora_a {list(a.shape)} / lora_b {list(b.shape)} are not "
+                                  "(E, r, in) / (E, out, r)")
             scale = np.float32(lora.llama_cpp_scaling(alpha, b.shape[-1]))
             deltas.setdefault(f"{part[0]}.{part[1]}", {})[part[2]] = scale * expert_checks.undo_stack(a, b)
             continue

@@ -36,16 +36,24 @@ def target(names, stem: str) -> tuple[str, str, int, int, str] | None:
     return None
 
 
+def stacked_pair(a: np.ndarray, b: np.ndarray) -> bool:
+    """Stored expert factors of the shapes llama.cpp's build_lora_mm_id reads: (E, r, in) and (E, out, r)."""
+    return a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0] and a.shape[1] == b.shape[2]
+
+
 def undo_stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Stored (E, r, in) and (E, out, r) → the unscaled per-expert ΔW (E, out, in)."""
     return np.einsum("eor,eri->eoi", b, a)
 
 
 def peft_delta(layer, adapter: str) -> np.ndarray:
-    """ΔW (E, out, in) as PEFT's ParamWrapper computes it for its forward (scaling included)."""
+    """ΔW (E, out, in) as PEFT's ParamWrapper computes it for its forward (scaling included), in float32: PEFT
+    casts it to the parameter's dtype, which for a bf16 checkpoint would round away what is being checked."""
     import torch
 
-    with torch.no_grad():
+    from .reference import float32
+
+    with torch.no_grad(), float32(layer):
         return layer.get_delta_weight(adapter).float().numpy()
 
 

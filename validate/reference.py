@@ -128,7 +128,8 @@ class PeftReference:
 
     def module_names(self) -> set[str]:
         """Every module of the (unwrapped) model, in the text model's terms."""
-        return {canonical(n) for n, _ in self.model.base_model.model.named_modules()}
+        model = self.model.base_model.model if self.names else self.model
+        return {canonical(n) for n, _ in model.named_modules()}
 
     def _activate(self, adapter) -> None:
         """set_adapter walks the whole model: only call it when the active adapter changes."""

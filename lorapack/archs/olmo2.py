@@ -16,7 +16,7 @@ A = "olmo2"
 
 def metadata(h, file_type: int) -> list:
     kv = text_params(A, h, file_type)
-    if "sliding_window" not in h.raw:  # OLMo 2
+    if h.get("sliding_window") is None:  # OLMo 2 (or a window left unset)
         return kv
     if isinstance(types := h.get("layer_types"), list):
         pattern = [t == "sliding_attention" for t in types]

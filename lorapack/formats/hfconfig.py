@@ -21,6 +21,8 @@ _POSITIVE = {
     "num_key_value_heads": 1 << 14, "n_kv_heads": 1 << 14, "head_dim": 1 << 16,
     "vocab_size": 1 << 24, "max_position_embeddings": 1 << 31, "sliding_window": 1 << 31,
     "original_max_position_embeddings": 1 << 31, "query_pre_attn_scalar": 1 << 20,
+    "num_local_experts": 1 << 16, "num_experts": 1 << 16, "n_routed_experts": 1 << 16,
+    "num_experts_per_tok": 1 << 16, "moe_intermediate_size": 1 << 22, "shared_expert_intermediate_size": 1 << 22,
 }
 _NON_NEGATIVE = ("sliding_window",)  # 0 means "none" in some configs
 _POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "rope_theta",

@@ -140,6 +140,23 @@ def param_wrapper(c: dict[str, Any], module: str) -> bool:
     return any(module == o or module.endswith("." + o) for o in owners)
 
 
+def param_keys(c: dict[str, Any], module: str) -> list[str]:
+    """The target_parameters keys (owner.param) a wrapper module may hold."""
+    while module.endswith(".base_layer"):
+        module = module[: -len(".base_layer")]
+    targets = [t for t in c.get("target_parameters") or [] if isinstance(t, str) and "." in t]
+    keys = {f"{module}.{t.rpartition('.')[2]}": t for t in targets}
+    return sorted(k for k, t in keys.items() if k.endswith(t))
+
+
+def _renamed(new, key: str) -> str:
+    """A name under `rename`, also for a parameter key whose owner module was renamed."""
+    if (got := new(key, None)) is not None:
+        return got
+    owner, _, param = key.rpartition(".")
+    return f"{new(owner, owner)}.{param}" if owner else key
+
+
 def resolved_config(c: dict[str, Any], lora_modules: list[str], saved_modules: list[str],
                     rename: dict[str, str] | None = None) -> dict[str, Any]:
     """The same adapter for PEFT with every pattern resolved to exact names, so PEFT's `re` only ever sees
@@ -150,7 +167,9 @@ def resolved_config(c: dict[str, Any], lora_modules: list[str], saved_modules: l
     out = {k: v for k, v in c.items() if k not in ("layers_pattern", "layers_to_transform", "exclude_modules")}
     # target_parameters (matched by PEFT as plain name suffixes) stay; their wrappers are not target modules
     out["target_modules"] = sorted(new(m, m) for m in lora_modules if not param_wrapper(c, m)) or None
-    out["alpha_pattern"] = {re.escape(new(m, m)): module_alpha(c, m) for m in lora_modules}
-    out["rank_pattern"] = {re.escape(new(m, m)): module_rank(c, m) for m in lora_modules}
+    # a wrapper's rank and alpha are PEFT's pattern rules on the parameter's key (owner.param), not its module
+    keys = [k for m in lora_modules for k in (param_keys(c, m) if param_wrapper(c, m) else [m])]
+    out["alpha_pattern"] = {re.escape(_renamed(new, k)): module_alpha(c, k) for k in keys}
+    out["rank_pattern"] = {re.escape(_renamed(new, k)): module_rank(c, k) for k in keys}
     out["modules_to_save"] = [re.escape(new(m, m)) for m in sorted(saved_modules)] or None
     return out

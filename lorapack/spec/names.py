@@ -47,13 +47,12 @@ class NameTable:
         name = self.spec.text_name(hf_name)
         if part := expert_part(name):
             name = part[0]
-        stem, dot, suffix = name.rpartition(".")
+        stem, _, suffix = name.rpartition(".")
         if f".{suffix}" not in _SUFFIXES:
-            stem, suffix = name, ""
+            return None
         if stem in self._extra:
-            return self._extra[stem] + (f".{suffix}" if suffix else "")
-        got = self._tmap.get_name(name, try_suffixes=_SUFFIXES)
-        return got
+            return f"{self._extra[stem]}.{suffix}"
+        return self._tmap.get_name(name, try_suffixes=_SUFFIXES)
 
     def hf_names(self, gguf_base: str) -> list[str]:
         """GGUF base name (no .weight) → every HF module name in the text model's terms that maps to it."""
