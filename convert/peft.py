@@ -220,11 +220,20 @@ def _check_full(full: dict[str, TensorRef], model: BaseModel, problems: list[str
         base = _base_ref(model, name)
         if base is None:
             problems.append(f"modules_to_save tensor {name} matches nothing in the base model")
+        elif base.shape != ref.shape and base.shape[1:] == ref.shape[1:] and _is_vocab(model, name):
+            problems.append(f"a resized vocabulary: {name} has {ref.shape[0]} rows in the adapter, {base.shape[0]} in "
+                            "the base (convert the resized base model itself, with its new embedding)")
         elif base.shape != ref.shape:
             problems.append(f"modules_to_save tensor {name} has shape {list(ref.shape)}, base has {list(base.shape)}")
         elif not np.array_equal(_work(ref), _work(base)):
             kept[model.checkpoint_name(name)] = ref
     return kept
+
+
+def _is_vocab(model: BaseModel, weight_name: str) -> bool:
+    """The token embedding or the output head: the tensors whose rows are the vocabulary."""
+    mapped = model.map_name(weight_name)
+    return mapped is not None and mapped[0] in ("token_embd.weight", "output.weight")
 
 
 def _base_ref(model: BaseModel, weight_name: str) -> TensorRef | None:
@@ -253,6 +262,11 @@ def _lora_module(config: dict, module: str, kinds: dict[str, TensorRef], model: 
         raise AdapterError(f"{module}: adapter_config.json gives rank {want_rank} (r / rank_pattern) but lora_A "
                            f"has rank {rank}")
     want = (base.shape[1], base.shape[0]) if emb else base.shape  # embedding delta is (B·A)ᵀ
+    rows = a.shape[1] if emb else b.shape[0]  # the delta's vocabulary rows, for an embedding or head
+    if _is_vocab(model, f"{module}.weight") and rows != base.shape[0] and \
+            (b.shape[0] if emb else a.shape[1]) == base.shape[1]:
+        raise AdapterError(f"{module}: a resized vocabulary: the adapter's delta has {rows} rows, the base "
+                           f"{base.shape[0]} (convert the resized base model itself, with its new embedding)")
     if (b.shape[0], a.shape[1]) != tuple(want):
         raise AdapterError(f"{module}: B·A is {[b.shape[0], a.shape[1]]} but the base weight is {list(base.shape)}"
                            " (adapter for another base?)")

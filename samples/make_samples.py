@@ -149,8 +149,10 @@ def phi3(out: Path) -> None:
                            tokenizer_class="LlamaTokenizer")
     (base / "added_tokens.json").write_text(json.dumps({t: 500 + i for i, t in enumerate(PHI3_ADDED)}))
     torch.manual_seed(2)
-    cfg = Phi3Config(vocab_size=512, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=500, pad_token_id=500,
-                     original_max_position_embeddings=256, tie_word_embeddings=False, **TINY)
+    # Phi-4-mini's shapes: a partial rotary factor (rope on 3/4 of each head) and a list-valued eos_token_id
+    cfg = Phi3Config(vocab_size=512, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=[500, 2], pad_token_id=500,
+                     original_max_position_embeddings=256, tie_word_embeddings=False, partial_rotary_factor=0.75,
+                     **TINY)
     model = Phi3ForCausalLM(cfg)
     save_model(model, base, torch.bfloat16)
     targets = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]

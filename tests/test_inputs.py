@@ -100,3 +100,19 @@ def test_nonzero_lora_bias_refused_zero_accepted(samples, tmp_path):
     lorapack("build", samples / "llama" / "base", ad, "-o", tmp_path / "ok.gguf")  # no effect: fine
     edit_tensors(ad, lambda t: t.update({key: np.ones(64, np.float32)}))
     refused("build", samples / "llama" / "base", ad, "-o", tmp_path / "o.gguf", expect=["lora_bias"])
+
+
+@pytest.mark.parametrize("where", ["modules_to_save", "lora"])
+def test_resized_vocabulary_refused_naming_both_sizes(samples, tmp_path, where):
+    """An adapter trained after resize_token_embeddings (more rows than the base's 512) is refused by name."""
+    ad = copy_adapter(samples, tmp_path)
+    rows = 520
+    if where == "modules_to_save":
+        key = "base_model.model.model.embed_tokens.modules_to_save.weight"
+        edit_tensors(ad, lambda t: t.update({key: np.ones((rows, 64), np.float32)}))
+    else:
+        a = "base_model.model.lm_head.lora_A.weight"
+        b = "base_model.model.lm_head.lora_B.weight"
+        edit_tensors(ad, lambda t: t.update({a: np.ones((8, 64), np.float32), b: np.ones((rows, 8), np.float32)}))
+    refused("build", samples / "llama" / "base", ad, "-o", tmp_path / "o.gguf",
+            expect=["resized vocabulary", str(rows), "512"])
