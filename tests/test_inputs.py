@@ -57,9 +57,10 @@ ROPE = {
     "linear": ("qwen2", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
     "yarn": ("qwen2", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
                                         "beta_fast": 32.0, "beta_slow": 1.0}}),
+    # one factor per rotary frequency: the phi3 sample ropes 12 of its 16 head dims (partial_rotary_factor 0.75)
     "longrope": ("phi3", {"max_position_embeddings": 1024, "original_max_position_embeddings": 256,
-                          "rope_scaling": {"type": "longrope", "long_factor": [1.0 + i / 8 for i in range(8)],
-                                           "short_factor": [1.0] * 8}}),
+                          "rope_scaling": {"type": "longrope", "long_factor": [1.0 + i / 8 for i in range(6)],
+                                           "short_factor": [1.0] * 6}}),
 }
 
 
