@@ -75,10 +75,6 @@ class Spec:
                 return (new + dotted[len(old):])[:-1]
         return name
 
-    @property
-    def multimodal(self) -> bool:
-        return bool(self.prefixes)
-
 
 def is_tower(name: str) -> bool:
     """A tensor or module of a multimodal checkpoint's vision/audio side (never part of the text model)."""
