@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from lorapack.errors import AdapterError
-from lorapack.formats.peft_config import module_alpha, module_rank, param_wrapper
+from lorapack.formats.peft_config import module_alpha, module_rank, param_wrapper, wrapper_owner
 from lorapack.formats.safetensors import TensorRef, to_f32
 from lorapack.spec import lora
 from lorapack.spec.names import expert_part
@@ -23,11 +23,6 @@ def param_wrappers(config: dict, parts: dict[str, dict[str, TensorRef]]) -> dict
     """The entries of `parts` that are ParamWrapper factors: modules a target_parameters entry names."""
     return {m: k for m, k in parts.items() if param_wrapper(config, m)}
 
-
-def _owner(module: str) -> str:
-    while module.endswith(".base_layer"):
-        module = module[: -len(".base_layer")]
-    return module
 
 
 def expert_modules(config: dict, wrappers: dict[str, dict[str, TensorRef]], model) -> list:
@@ -43,7 +38,7 @@ def expert_modules(config: dict, wrappers: dict[str, dict[str, TensorRef]], mode
         for ref, label in ((a, "lora_A"), (b, "lora_B")):
             if not np.all(np.isfinite(to_f32(ref.read_raw(), ref.dtype))):
                 raise AdapterError(f"{module}: {label} has non-finite values")
-        owner = _owner(module)
+        owner = wrapper_owner(module)
         match = [(p, shape) for (o, p), shape in params.items() if o == owner and shape[1:] == (b.shape[0], a.shape[1])]
         if len(match) != 1:
             raise AdapterError(f"{module}: lora_A {list(a.shape)} / lora_B {list(b.shape)} fit "

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from lorapack.formats.peft_config import wrapper_owner
+
 
 def wrappers(layers: dict) -> dict[tuple[str, str], object]:
     """(owner module, parameter name) → PEFT ParamWrapper, for the adapter's layers (nested ones included)."""
     out = {}
     for module, layer in layers.items():
         if (param := getattr(layer, "parameter_name", None)) is not None:
-            owner = module
-            while owner.endswith(".base_layer"):
-                owner = owner[: -len(".base_layer")]
-            out[(owner, param)] = (module, layer)
+            out[(wrapper_owner(module), param)] = (module, layer)
     return out
 
 

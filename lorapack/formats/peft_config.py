@@ -132,18 +132,23 @@ def saved_modules(c: dict[str, Any], candidates: list[str]) -> list[str]:
     return [m for m in candidates if any(_match(rf"(^|.*\.){w}($|\..*)", m, "modules_to_save", w) for w in wanted)]
 
 
+def wrapper_owner(module: str) -> str:
+    """The module a (possibly nested) PEFT ParamWrapper wraps: its name without trailing .base_layer parts."""
+    while module.endswith(".base_layer"):
+        module = module[: -len(".base_layer")]
+    return module
+
+
 def param_wrapper(c: dict[str, Any], module: str) -> bool:
     """Whether `module` holds factors of a target_parameters entry (PEFT's ParamWrapper, nested as .base_layer)."""
     owners = {t.rpartition(".")[0] for t in c.get("target_parameters") or [] if isinstance(t, str) and "." in t}
-    while module.endswith(".base_layer"):
-        module = module[: -len(".base_layer")]
+    module = wrapper_owner(module)
     return any(module == o or module.endswith("." + o) for o in owners)
 
 
 def param_keys(c: dict[str, Any], module: str) -> list[str]:
     """The target_parameters keys (owner.param) a wrapper module may hold."""
-    while module.endswith(".base_layer"):
-        module = module[: -len(".base_layer")]
+    module = wrapper_owner(module)
     targets = [t for t in c.get("target_parameters") or [] if isinstance(t, str) and "." in t]
     keys = {f"{module}.{t.rpartition('.')[2]}": t for t in targets}
     return sorted(k for k, t in keys.items() if k.endswith(t))
