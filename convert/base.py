@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -14,14 +15,16 @@ from lorapack.formats.safetensors import TensorRef
 from lorapack.spec import kinds
 from lorapack.spec.arch import Spec, is_tower, spec_for
 from lorapack.spec.hparams import HParams, flatten
-from lorapack.spec.names import NameTable, block_of, expert_part, name_table
+from lorapack.spec.names import NameTable, block_of, expert_part, mtp_layers, name_table
 from lorapack.spec.plan import Plan, PlannedTensor, string, u32
 from lorapack.spec.types import direct_encoder, file_type, stored_type
 
 from .checkpoint import BaseCheckpoint
 from .tokenizers import vocabulary
-from .transforms import forward, forward_rows, norm_offset, row_local, stack_experts
+from .transforms import changes_values, forward, forward_rows, row_local, stack_experts, stored_shape
 from .vocab import load_tokenizer_json, release_tokenizers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,7 +47,7 @@ class BaseModel:
 
     @property
     def names(self) -> NameTable:
-        return name_table(self.spec, self.h.block_count)
+        return name_table(self.spec, self.h.block_count, self.h.n_layers)
 
     def map_name(self, hf_name: str) -> tuple[str, int | None] | None:
         """HF tensor name → (GGUF tensor name, block id), or None when llama.cpp's table has no row for it."""
@@ -74,6 +77,10 @@ class BaseModel:
 def resolve(ckpt: BaseCheckpoint) -> BaseModel:
     spec = spec_for(ckpt.config)
     model = BaseModel(ckpt, spec, flatten(ckpt.config, spec.defaults))
+    model.h.block_count += (n_mtp := mtp_layers(spec, model.h.raw, ckpt.tensors))
+    if not n_mtp and model.h.get("mtp_num_hidden_layers"):
+        log.warning("config.json sets mtp_num_hidden_layers but the checkpoint has no mtp.* tensors (transformers "
+                    "does not save them): the GGUF gets no MTP block")
     _check_vocab_size(model)
     return model
 
@@ -173,7 +180,7 @@ def expert_groups(model: BaseModel) -> tuple[dict[str, list[TensorRef]], dict[in
 
 def planned(model: BaseModel, name: str, hf_name: str, ref: TensorRef, outtype: QT, n_vocab: int | None,
             delta: Delta | None = None) -> PlannedTensor:
-    shape = ref.shape
+    shape = stored_shape(model, name, ref.shape)
     if n_vocab is not None and name in ("token_embd.weight", "output.weight"):
         shape = (min(shape[0], n_vocab), *shape[1:])
     qtype = stored_type(name, shape, outtype)
@@ -190,7 +197,7 @@ def _producer(model: BaseModel, name: str, ref: TensorRef, shape: tuple[int, ...
     """(produce, chunks, encoded): the transformed values whole, the same in row blocks when every transform is
     row-local, and whether they come already encoded (a direct bit mapping, no float arithmetic needed)."""
     role = _role(name)
-    plain = norm_offset(model, name, role) == 0  # no value kind applies: bits may map straight across
+    plain = not changes_values(model, name, role)  # bits may map straight across
     direct = direct_encoder(ref.dtype, qtype) if plain and delta is None else None
 
     def rows(start: int, stop: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from lorapack.spec.arch import spec_of
 
 from . import experts as expert_checks
 from .artifact import AdapterView, Artifact, dequantize
-from .inverse import norm_offset, reorders_rows, undo, undo_order
+from .inverse import norm_offset, undo, undo_order, whole_tensor
 from .names import TOWERS, Names
 from .reference import PeftReference, Source
 from .tolerances import Tol, for_type
@@ -113,7 +113,7 @@ class Validator:
                  f.typed("general.architecture", "str") == a)
         heads = c.get("num_attention_heads")
         expect = {
-            f"{a}.block_count": c.get("num_hidden_layers"), f"{a}.embedding_length": c.get("hidden_size"),
+            f"{a}.block_count": self.names.blocks or None, f"{a}.embedding_length": c.get("hidden_size"),
             f"{a}.feed_forward_length": c.get("intermediate_size"), f"{a}.attention.head_count": heads,
             f"{a}.attention.head_count_kv": c.get("num_key_value_heads") or heads,
             f"{a}.context_length": c.get("max_position_embeddings"),
@@ -231,25 +231,29 @@ class Validator:
     def compare_base(self, t, module: str, src_name: str) -> None:
         tol = for_type(self.tols, t.qtype.name)
         shape = self.src.shape(src_name)
+        spec, role = self.names.spec, kinds.BIAS if t.name.endswith(".bias") else kinds.WEIGHT
+        if whole_tensor(spec, self.config, t.name, role):  # small tensors (projections, conv kernels, A)
+            got = undo(spec, self.config, t.name, role, dequantize(self.art.base, t))
+            if got.shape != shape:
+                self.add(t.name, "base", f"shape {list(t.shape)}", f"{list(shape)}", False)
+                return
+            rel, max_abs = rel_error(got, self.src.get(src_name))
+            self.add(t.name, "base", rel, tol, tol.ok(rel, max_abs))
+            return
         if t.shape[1:] != shape[1:] or t.shape[0] > shape[0]:
             self.add(t.name, "base", f"shape {list(t.shape)}", f"{list(shape)}", False)
             return
-        spec, role = self.names.spec, kinds.BIAS if t.name.endswith(".bias") else kinds.WEIGHT
-        whole, offset = reorders_rows(spec, self.config, t.name, role), norm_offset(spec, t.name, role)
+        offset = np.float32(norm_offset(spec, t.name, role))
         sq_diff = sq_ref = max_abs = 0.0
         for start in range(0, t.shape[0], ROW_BLOCK):  # embeddings are large: compare in row blocks
             rows = slice(start, min(start + ROW_BLOCK, t.shape[0]))
-            got = dequantize(self.art.base, t, None if whole else rows)
-            if whole:
-                got, rows = undo_order(spec, self.config, t.name, role, got), slice(0, t.shape[0])
-            want = self.src.get(src_name, rows) + np.float32(offset)
+            got = dequantize(self.art.base, t, rows)
+            want = self.src.get(src_name, rows) + offset
             diff = (got - want).ravel()
             # sums of squares through BLAS (float64 accumulators would double the memory traffic here)
             sq_diff += float(np.dot(diff, diff))
             sq_ref += float(np.dot(want.ravel(), want.ravel()))
             max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)  # NaN sinks rel below
-            if whole:
-                break
         rel = (sq_diff ** 0.5) / (sq_ref ** 0.5) if sq_ref else (0.0 if sq_diff == 0 else float("inf"))
         self.add(t.name, "base", rel, tol, tol.ok(rel, max_abs))
 

@@ -5,7 +5,7 @@ source checkpoint or the PEFT model has is the answer."""
 from __future__ import annotations
 
 from lorapack.spec.arch import MULTIMODAL_TEXT, TOWERS, Spec, spec_named
-from lorapack.spec.names import name_table
+from lorapack.spec.names import mtp_layers, name_table
 
 __all__ = ["TOWERS", "Names", "canonical"]
 
@@ -24,9 +24,11 @@ def canonical(name: str) -> str:
 class Names:
     def __init__(self, arch: str, config: dict, present):
         self.spec: Spec | None = spec_named(arch)
-        blocks = config.get("num_hidden_layers") or 0
-        self.table = name_table(self.spec, blocks) if self.spec is not None else None
-        self.present = set(present)
+        self.present = set(present) | {canonical(n) for n in present}  # bare parameters (A_log) have no module
+        layers = config.get("num_hidden_layers") or 0
+        # llama.cpp's blocks: the text model's layers, then its MTP blocks (Qwen3.5)
+        self.blocks = layers + (mtp_layers(self.spec, config, self.present) if self.spec is not None else 0)
+        self.table = name_table(self.spec, self.blocks, layers) if self.spec is not None else None
 
     def module(self, gguf_name: str) -> tuple[str, str] | None:
         """GGUF tensor name → (HF module, 'weight'|'bias'), or None for generated tensors and unknown names."""

@@ -29,7 +29,7 @@ MULTIMODAL_TEXT = (("model.language_model.", "model."), ("language_model.model."
                    ("language_model.lm_head.", "lm_head."))
 # a multimodal checkpoint's other towers: llama.cpp's text model leaves them out (images go to its mmproj file)
 TOWERS = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision_tower.",
-          "model.multi_modal_projector.", "model.audio_tower.", "model.vision_model.")
+          "model.multi_modal_projector.", "model.audio_tower.", "model.vision_model.", "model.visual.", "visual.")
 
 _REGISTRY: dict[str, Spec] = {}  # HF class name → Spec
 _LOADED = False
@@ -56,6 +56,11 @@ class Spec:
     sliding_window: bool = False
     # tensors llama.cpp computes from the config (rope factors): HParams → [(GGUF name, float32 values)]
     generated: Callable[[HParams], list[tuple[str, np.ndarray]]] | None = None
+    # multi-token-prediction blocks kept under mtp.* (mtp.layers.I.* and these top-level tensors), which llama.cpp
+    # appends after the text model's layers as blocks N+I: top-level name → its name in block N (see names.py)
+    mtp: dict[str, str] = field(default_factory=dict)
+    # parameter renames llama.cpp makes before its table maps a name: (checkpoint suffix, renamed suffix)
+    renames: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         unknown = set(self.transforms) - set(kinds.ALL)

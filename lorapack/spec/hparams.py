@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from gguf import GGUFValueType as VT
 from gguf import Keys
 
 from lorapack.errors import CheckpointError
 
-from .plan import KV, f32, string, u32
+from .plan import KV, array, f32, string, u32
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ class HParams:
 
     raw: dict[str, Any]
     rope: dict[str, Any]
-    block_count: int
+    block_count: int  # llama.cpp's blocks: the text model's layers, then any MTP blocks
+    n_layers: int = 0  # the text model's own layers (num_hidden_layers)
 
     def find(self, keys: Iterable[str], default: Any = ...) -> Any:
         for k in keys:
@@ -55,7 +57,7 @@ def flatten(config: dict[str, Any], defaults: dict[str, Any]) -> HParams:
     h = HParams(hp, dict(hp.get("rope_scaling") or hp.get("rope_parameters") or {}), 0)
     if "rope_theta" in defaults and "rope_theta" not in hp and not hp.get("rope_parameters"):
         hp["rope_theta"] = defaults["rope_theta"]
-    h.block_count = h.find(["n_layers", "num_hidden_layers", "n_layer", "num_layers"])
+    h.block_count = h.n_layers = h.find(["n_layers", "num_hidden_layers", "n_layer", "num_layers"])
     _mirror_rope(h)
     return h
 
@@ -102,6 +104,8 @@ def text_params(arch: str, h: HParams, file_type: int) -> list[KV]:
     if h.get("is_causal") is False:
         raise CheckpointError("non-causal (embedding) models are not supported")
     kv += rope_scaling(A, h)
+    if (sections := h.rope.get("mrope_section")) is not None:  # padded to [time, height, width, extra]
+        kv.append(array(Keys.Rope.DIMENSION_SECTIONS.format(arch=A), [*sections, 0, 0, 0, 0][:4], VT.INT32))
     if (theta := h.rope_full.get("rope_theta")) is not None:
         kv.append(f32(Keys.Rope.FREQ_BASE.format(arch=A), theta))
     if (swa := h.rope.get("sliding_attention", {}).get("rope_theta")) is not None:
