@@ -389,9 +389,82 @@ def olmo3(out: Path) -> None:
     olmo(out, "Olmo3", 14, num_hidden_layers=4, sliding_window=4)
 
 
+QWEN35_TEXT = dict(head_dim=32, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+                   linear_num_value_heads=4, layer_types=["linear_attention", "full_attention"], bos_token_id=2,
+                   eos_token_id=1, tie_word_embeddings=False, **TINY)
+QWEN35_LINEAR_ATTN = ["in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"]
+
+
+def qwen35(out: Path) -> None:
+    """Gated DeltaNet then full attention, with twice as many V heads as K heads (llama.cpp reorders them), norms,
+    A_log and dt_bias away from their initial values, an untied head (Qwen3.5 9B and up), and the MTP block hub
+    checkpoints carry, which transformers neither creates nor saves: written here by hand with
+    mtp_num_hidden_layers."""
+    from safetensors.torch import load_file, save_file
+    from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+    base = out / "base"
+    vocab = gemma_bpe_tokenizer(base)
+    torch.manual_seed(15)
+    model = Qwen3_5ForCausalLM(Qwen3_5TextConfig(vocab_size=vocab, **QWEN35_TEXT))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("linear_attn.norm.weight"):  # a plain w (initialised to ones)
+                p.uniform_(0.5, 1.5)
+            elif "norm" in name:  # 1 + w (initialised to zeros)
+                p.uniform_(-0.5, 0.5)
+            elif name.endswith(("A_log", "dt_bias")):
+                p.uniform_(-1.0, 1.0)
+    save_model(model, base, torch.bfloat16)
+    weights = load_file(base / "model.safetensors")
+    g = torch.Generator().manual_seed(16)
+    hidden = model.config.hidden_size
+    mtp = {f"mtp.layers.0.{k.removeprefix('model.layers.1.')}": v for k, v in weights.items()
+           if k.startswith("model.layers.1.")}  # one full-attention layer
+    mtp |= {"mtp.fc.weight": torch.empty(hidden, 2 * hidden)} | {
+        f"mtp.{n}.weight": torch.empty(hidden) for n in ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm")}
+    for k, v in mtp.items():
+        weights[k] = (torch.randn(v.shape, generator=g) * 0.05).to(torch.bfloat16)
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "mtp_num_hidden_layers": 1}, indent=2))
+    make_adapter(model.float(), out / "adapters" / "plain", 150, target_modules=LINEAR + QWEN35_LINEAR_ATTN)
+
+
+def qwen35mm(out: Path) -> None:
+    """Qwen3_5ForConditionalGeneration (every Qwen3.5 hub checkpoint): a vision tower beside the text model, whose
+    weights and MTP block are the qwen35 sample's (model.language_model.*, mtp.* at the top), so both must convert
+    to the same text GGUF. An adapter whose regex targets the text model, as PEFT users write it."""
+    from safetensors.torch import load_file, save_file
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    base, text = out / "base", out.parent / "qwen35" / "base"
+    vocab = gemma_bpe_tokenizer(base)
+    torch.manual_seed(17)
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=4,
+                  num_position_embeddings=16)
+    model = Qwen3_5ForConditionalGeneration(Qwen3_5Config(text_config=dict(vocab_size=vocab, **QWEN35_TEXT),
+                                                          vision_config=vision, tie_word_embeddings=False))
+    weights = load_file(text / "model.safetensors")
+    state = {k if k.startswith("lm_head.") else "model.language_model." + k.removeprefix("model."): v
+             for k, v in weights.items() if not k.startswith("mtp.")}
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    assert all(k.startswith("model.visual.") for k in missing), [k for k in missing if "visual" not in k]
+    save_model(model, base, torch.bfloat16)
+    saved = load_file(base / "model.safetensors")
+    save_file(saved | {k: v for k, v in weights.items() if k.startswith("mtp.")}, base / "model.safetensors",
+              metadata={"format": "pt"})
+    config = json.loads((base / "config.json").read_text())
+    config["text_config"]["mtp_num_hidden_layers"] = 1
+    (base / "config.json").write_text(json.dumps(config, indent=2))
+    modules = "|".join(LINEAR + QWEN35_LINEAR_ATTN)
+    make_adapter(model.float(), out / "adapters" / "plain", 151, target_modules=rf".*language_model.*\.({modules})")
+
+
 ARCHS = {"llama": llama, "phi3": phi3, "gemma2": gemma2, "gemma3": gemma3, "gemma3mm": gemma3mm,
          "granite": granite, "mistral3": mistral3, "qwen2": qwen2, "qwen3": qwen3, "qwen3moe": qwen3moe,
-         "smollm3": smollm3, "olmo2": olmo2, "olmo3": olmo3}
+         "smollm3": smollm3, "olmo2": olmo2, "olmo3": olmo3, "qwen35": qwen35,
+         "qwen35mm": qwen35mm}
 
 # a sample is rebuilt when this script changes
 STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

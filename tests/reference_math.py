@@ -10,10 +10,12 @@ import torch
 
 
 def peft_model(base: Path, adapter: Path | None = None, name: str = "default"):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    import transformers
 
-    causal = type(AutoConfig.from_pretrained(base)) in AutoModelForCausalLM._model_mapping
-    model = (AutoModelForCausalLM if causal else AutoModelForImageTextToText).from_pretrained(base, dtype=torch.float32)
+    # the class the checkpoint names (AutoModelForCausalLM would give Qwen3.5's multimodal config a text-only
+    # model, whose module names the adapter's do not match)
+    cls = getattr(transformers, transformers.AutoConfig.from_pretrained(base).architectures[0])
+    model = cls.from_pretrained(base, dtype=torch.float32)
     if adapter is None:
         return model.eval()
     from peft import PeftModel

@@ -8,7 +8,7 @@ from conftest import lorapack, record
 from gguf_compare import diff
 
 ARCHS = ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3", "smollm3",
-         "qwen3moe", "olmo2", "olmo3"]
+         "qwen3moe", "olmo2", "olmo3", "qwen35", "qwen35mm"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -17,10 +17,14 @@ def test_base_matches_llama_cpp(samples, ref_run, tmp_path, arch, outtype):
     base = samples / arch / "base"
     lorapack("build", base, "-o", tmp_path / "s", "--layout", "separate", "--outtype", outtype,
              samples / arch / "adapters" / "plain")
-    problems = diff(str(tmp_path / "s" / "base.gguf"), str(ref_run.base(base, outtype)))
-    print(f"{arch} {outtype}: {len(problems)} differences")
+    # llama.cpp cannot read this sample's tokenizer as a Qwen3.5 multimodal one (transformers swaps in its
+    # Qwen3_5Tokenizer, whose pre-tokenizer hash llama.cpp does not know for a Gemma vocabulary); its text model
+    # and MTP block are the qwen35 sample's, so the text GGUF must be what llama.cpp writes for that one
+    ref = samples / "qwen35" / "base" if arch == "qwen35mm" else base
+    problems = diff(str(tmp_path / "s" / "base.gguf"), str(ref_run.base(ref, outtype)))
+    print(f"{arch} {outtype}: {len(problems)} differences" + (" (against qwen35's reference)" if ref != base else ""))
     assert problems == []
-    record(arch, "base", outtype)
+    record(arch, "base", outtype if ref == base else f"{outtype} equal to qwen35's")
 
 
 @pytest.mark.parametrize("outtype", ["f32", "bf16"])
@@ -33,7 +37,7 @@ def test_base_other_types(samples, ref_run, tmp_path, outtype):
 ADAPTERS = [("llama", "plain"), ("llama", "embed"), ("llama", "alora"), ("phi3", "plain"), ("gemma3", "plain"),
             ("gemma3", "embed"), ("qwen2", "plain"), ("qwen3", "plain"),
             ("gemma3mm", "plain"), ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
-            ("qwen3moe", "plain"), ("olmo2", "plain"), ("olmo3", "plain")]
+            ("qwen3moe", "plain"), ("olmo2", "plain"), ("olmo3", "plain"), ("qwen35", "plain"), ("qwen35mm", "plain")]
 
 
 @pytest.mark.parametrize("arch,adapter", ADAPTERS)

@@ -117,3 +117,32 @@ def test_resized_vocabulary_refused_naming_both_sizes(samples, tmp_path, where):
         edit_tensors(ad, lambda t: t.update({a: np.ones((8, 64), np.float32), b: np.ones((rows, 8), np.float32)}))
     refused("build", samples / "llama" / "base", ad, "-o", tmp_path / "o.gguf",
             expect=["resized vocabulary", str(rows), "512"])
+
+
+def test_qwen35_without_its_mtp_tensors(samples, tmp_path):
+    """A Qwen3.5 fine-tune saved by transformers keeps mtp_num_hidden_layers in config.json but no mtp.* tensors
+    (transformers neither loads nor saves them). llama.cpp's converter still declares the MTP block there, and
+    llama.cpp then cannot load its file; lorapack writes the text model alone (with a warning), which llama.cpp
+    loads and runs with the adapter. An MTP count the tensors contradict is refused."""
+    import llama_cpp
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file as save_torch
+
+    base = variant(samples, tmp_path, "qwen35")
+    weights = load_torch(base / "model.safetensors")
+    save_torch({k: v for k, v in weights.items() if not k.startswith("mtp.")}, base / "model.safetensors")
+    ad = samples / "qwen35" / "adapters" / "plain"
+    proc = lorapack("build", base, ad, "-o", tmp_path / "s", "--layout", "separate")
+    assert "no mtp.* tensors" in proc.stderr, proc.stderr
+    from lorapack.formats.gguf import read_gguf
+
+    g = read_gguf(tmp_path / "s" / "base.gguf")
+    assert g.get("qwen35.block_count") == 2 and g.get("qwen35.nextn_predict_layers") is None
+    assert g.get("qwen35.attention.recurrent_layers") == [True, False]
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "s" / "base.gguf"), n_ctx=32, verbose=False,
+                          lora_path=str(tmp_path / "s" / "adapters" / "plain.gguf"))
+    llm.eval([2, 45, 67])
+    llm.close()
+    lorapack("validate", tmp_path / "s", "--base", base, ad, "--quiet")
+    broken = variant(samples, tmp_path / "b", "qwen35", mtp_num_hidden_layers=2)  # the checkpoint has one MTP layer
+    refused("build", broken, "-o", tmp_path / "o.gguf", expect=["mtp_num_hidden_layers is 2", "[0]"])

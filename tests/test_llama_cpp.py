@@ -18,7 +18,7 @@ CASES = [("llama", "plain"), ("llama", "embed"), ("llama", "trainer"), ("llama",
          ("qwen3", "plain"), ("gemma3mm", "plain"),
          ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
          ("qwen3moe", "plain"), ("qwen3moe", "experts"),  # experts: llama.cpp's converter refuses them
-         ("olmo2", "plain"), ("olmo3", "plain"),
+         ("olmo2", "plain"), ("olmo3", "plain"), ("qwen35", "plain"), ("qwen35mm", "plain"),
          ("mistral3", "plain")]  # mistral3: llama.cpp's own LoRA converter writes the base model instead
 
 
@@ -57,7 +57,7 @@ def test_llama_cpp_matches_peft(samples, tmp_path, arch, adapter):
 
 
 @pytest.mark.parametrize("arch,adapter", [("gemma3", "embed"), ("llama", "patterns"), ("phi3", "plain"),
-                                          ("qwen3moe", "experts")])
+                                          ("qwen3moe", "experts"), ("qwen35", "plain")])
 def test_llama_cpp_runs_merged(samples, tmp_path, arch, adapter):
     """The merged layout (here also the way to run an embedding LoRA on a tied-embedding base)."""
     base, ad = samples / arch / "base", samples / arch / "adapters" / adapter

@@ -258,7 +258,7 @@ def _drop(path, stem, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2",
-                                  "qwen3", "smollm3", "olmo2", "olmo3"])
+                                  "qwen3", "smollm3", "olmo2", "olmo3", "qwen35", "qwen35mm"])
 def test_planted_defects_every_architecture(samples, tmp_path, arch):
     """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
     own tensor or key, so each must be named on its own)."""
@@ -270,9 +270,10 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     one, two = tmp_path / "art" / "adapters" / "one.gguf", tmp_path / "art" / "adapters" / "two.gguf"
     b = sorted(_lora_b(one))
     layer0 = [n for n in b if n.startswith("blk.0.")]
-    swap_a = layer0[0]
+    swap_a = next(n for n in layer0 if n.replace("blk.0.", "blk.1.") in b)  # a module both layers have
     swap_b = swap_a.replace("blk.0.", "blk.1.")
-    scaled, zeroed, dropped = layer0[1], layer0[-1], b[-1].removesuffix(".lora_b")
+    rest = [n for n in layer0 if n != swap_a]
+    scaled, zeroed, dropped = rest[0], rest[-1], b[-1].removesuffix(".lora_b")
     patch_tensor(one, scaled, lambda d: d * np.float16(1.05))
     patch_tensor(one, zeroed, lambda d: np.zeros_like(d))
     r = GGUFReader(one, "r+")
@@ -283,8 +284,8 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     _drop(one, dropped, tmp_path)
     patch_key(two, "adapter.lora.alpha", 3.0)
     rng = np.random.default_rng(1)
-    # the multimodal checkpoint's text model is gemma3; OLMo 3 is llama.cpp's olmo2
-    gguf_arch = {"gemma3mm": "gemma3", "olmo3": "olmo2"}.get(arch, arch)
+    # the multimodal checkpoints' text models are gemma3 and qwen35; OLMo 3 is llama.cpp's olmo2
+    gguf_arch = {"gemma3mm": "gemma3", "olmo3": "olmo2", "qwen35mm": "qwen35"}.get(arch, arch)
     keys, specific = {f"{gguf_arch}.block_count": 7}, []
     if arch == "gemma2":  # a wrong soft-cap
         keys["gemma2.final_logit_softcapping"] = 30.0
@@ -302,6 +303,14 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     elif arch == "olmo2":  # its q/k norms span whole projections; drop one
         _drop(tmp_path / "art" / "base.gguf", "blk.1.attn_k_norm", tmp_path)
         specific = ["model.layers.1.self_attn.k_norm.weight"]
+    elif gguf_arch == "qwen35":  # V heads left in HF's grouped order (rows of attn_gate, columns of ssm_out), A_log
+        # stored without -exp, and the MTP block's input projection scaled
+        patch_many(tmp_path / "art" / "base.gguf", {}, {
+            "blk.0.attn_gate.weight": lambda d: d.reshape(2, 2, -1, d.shape[-1]).swapaxes(0, 1).reshape(d.shape),
+            "blk.0.ssm_out.weight": lambda d: d.reshape(d.shape[0], 2, 2, -1).swapaxes(1, 2).reshape(d.shape),
+            "blk.0.ssm_a": lambda d: np.log(-d),
+            "blk.2.nextn.eh_proj.weight": lambda d: d * np.float16(1.05)})
+        specific += ["blk.0.attn_gate.weight", "blk.0.ssm_out.weight", "blk.0.ssm_a", "blk.2.nextn.eh_proj.weight"]
     proc = lorapack("validate", tmp_path / "art", "--base", base, *ads, "--quiet", check=False)
     print(proc.stdout[-3000:])
     hf_dropped = "model.layers." + dropped.split(".")[1]
