@@ -3,13 +3,24 @@ name a spec gives in `tokenizer`."""
 
 from __future__ import annotations
 
+from gguf import GGUFValueType as VT
 from gguf import Keys
 
 from lorapack.errors import CheckpointError
 from lorapack.formats.jsonfile import is_int, read_json
-from lorapack.spec.plan import boolean
+from lorapack.spec.plan import array, boolean, string
 
-from .vocab import bpe_vocab, overlay_added, special_keys, spm_tokens, spm_vocab, vocab_keys
+from .vocab import (
+    TokType,
+    bpe_vocab,
+    hf_bpe_tokens,
+    overlay_added,
+    release_tokenizers,
+    special_keys,
+    spm_tokens,
+    spm_vocab,
+    vocab_keys,
+)
 
 
 def spm_or_bpe(ckpt, h) -> list:
@@ -76,7 +87,28 @@ def bpe(ckpt, h) -> list:
     return bpe_vocab(ckpt.path, h.get("vocab_size"))
 
 
-ROUTES = {"bpe": bpe, "spm_or_bpe": spm_or_bpe, "llama": llama, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3}
+# Gemma 4's chat-format tokens: llama.cpp marks them USER_DEFINED so that they are always rendered
+GEMMA4_VISIBLE = {"<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>",
+                  '<|"|>'}
+
+
+def gemma4(ckpt, h) -> list:
+    """llama.cpp's Gemma4Model.set_vocab: tokenizer.json's tokens (LlamaHfVocab), every score -1000, model
+    "gemma4", no pre-tokenizer key."""
+    if not ckpt.file("tokenizer.json"):
+        raise CheckpointError(f"{ckpt.path.name}: gemma4's vocabulary comes from tokenizer.json, which is missing")
+    tokens, types = hf_bpe_tokens(ckpt.path)
+    types = [int(TokType.USER_DEFINED) if t in GEMMA4_VISIBLE else k for t, k in zip(tokens, types)]
+    release_tokenizers()
+    kv = [string(Keys.Tokenizer.MODEL, "gemma4"), array(Keys.Tokenizer.LIST, tokens, VT.STRING),
+          array(Keys.Tokenizer.SCORES, [-1000.0] * len(tokens), VT.FLOAT32),
+          array(Keys.Tokenizer.TOKEN_TYPE, types, VT.INT32)]
+    return kv + special_keys(ckpt.path, load_merges=True) + [add_space_prefix(False),
+                                                               boolean(Keys.Tokenizer.ADD_BOS, True)]
+
+
+ROUTES = {"bpe": bpe, "spm_or_bpe": spm_or_bpe, "llama": llama, "gemma2": gemma2, "gemma3": gemma3,
+          "gemma4": gemma4, "phi3": phi3}
 
 
 def vocabulary(spec, ckpt, h) -> list:

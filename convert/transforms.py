@@ -74,10 +74,10 @@ def forward_rows(model, gguf_name: str, role: str, values: np.ndarray) -> np.nda
 def forward(model, gguf_name: str, role: str, values: np.ndarray) -> np.ndarray:
     """Every kind the architecture declares, on the whole tensor. Reorders are exact on encoded values too."""
     values = forward_rows(model, gguf_name, role, values)
-    if _neg_exp(model, gguf_name):  # torch's exp, as llama.cpp computes it: numpy's differs in the last bit
-        import torch
+    if _neg_exp(model, gguf_name):  # torch's exp in the values' own precision (F16 stays F16), as llama.cpp:
+        import torch  # numpy's exp differs from torch's in the last bit
 
-        values = (-torch.exp(torch.from_numpy(np.ascontiguousarray(values, np.float32)))).numpy()
+        values = (-torch.exp(torch.from_numpy(np.ascontiguousarray(values)))).numpy()
     if role in kinds.ROW_ROLES and (heads := rope_heads(model, gguf_name)) is not None:
         shape = values.shape
         values = llama_permute(values.reshape(shape[0], -1), heads).reshape(shape)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from enum import IntEnum
 from hashlib import sha256
 from pathlib import Path
@@ -168,6 +169,58 @@ def bpe_vocab(folder: Path, vocab_size: int | None) -> list[KV]:
     del tok
     release_tokenizers()  # before SpecialVocab parses the same JSON again: keeps the two peaks apart
     return kv + special_keys(folder, load_merges=True)
+
+
+_NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def special_texts(folder: Path) -> list[str]:
+    """The tokens transformers counts as special (all_special_tokens): the named ones, then the extra ones, from
+    tokenizer_config.json, else special_tokens_map.json."""
+    def text(v):
+        return v.get("content") if isinstance(v, dict) else v
+
+    found: list[str] = []
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        cfg = _json(folder / name)
+        extra = cfg.get("extra_special_tokens", cfg.get("additional_special_tokens")) or []
+        values = [cfg.get(k) for k in _NAMED_SPECIALS] + list(extra.values() if isinstance(extra, dict) else extra)
+        found += [t for v in values if isinstance(t := text(v), str) and t not in found]
+        if found:
+            return found
+    return found
+
+
+def hf_bpe_tokens(folder: Path) -> tuple[list[str], list[int]]:
+    """tokenizer.json's SentencePiece-style BPE (byte fallback) as gguf-py's LlamaHfVocab lists it: the model's
+    vocabulary in id order, bytes <0xNN> as BYTE, special tokens as CONTROL, the rest NORMAL; then added tokens
+    past it (special: CONTROL, else USER_DEFINED)."""
+    spec = read_json(folder / "tokenizer.json", CheckpointError, max_bytes=1 << 30)
+    model, decoder = spec.get("model") or {}, spec.get("decoder") or {}
+    if model.get("type") != "BPE" or not model.get("byte_fallback") or decoder.get("type") != "Sequence":
+        raise CheckpointError("tokenizer.json is not a byte-fallback BPE tokenizer (SentencePiece style), which "
+                              "llama.cpp reads this architecture's vocabulary as")
+    del spec
+    tok = load_tokenizer_json(folder)
+    vocab, n_base = tok.get_vocab(with_added_tokens=True), tok.get_vocab_size(with_added_tokens=False)
+    reverse = {i: t for t, i in vocab.items()}
+    special = special_texts(folder)
+    if missing := [t for t in special if t not in vocab]:
+        raise CheckpointError(f"special tokens {missing[:4]} are not in tokenizer.json's vocabulary")
+    special_ids = {vocab[t] for t in special}
+    tokens, types = [], []
+    for i in range(n_base):
+        if i not in reverse:
+            raise CheckpointError(f"tokenizer.json has no token with id {i} (its vocabulary has {n_base})")
+        text = reverse[i]
+        tokens.append(text)
+        types.append(int(TokType.BYTE if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", text) else
+                         TokType.CONTROL if i in special_ids else TokType.NORMAL))
+    for i, info in sorted(tok.get_added_tokens_decoder().items()):
+        if i >= n_base:
+            tokens.append(info.content)
+            types.append(int(TokType.CONTROL if info.content in special else TokType.USER_DEFINED))
+    return tokens, types
 
 
 def bpe_pre(tok: Any) -> str:

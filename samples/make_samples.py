@@ -389,14 +389,61 @@ def olmo3(out: Path) -> None:
     olmo(out, "Olmo3", 14, num_hidden_layers=4, sliding_window=4)
 
 
+GEMMA4_TEXT = dict(head_dim=16, global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True,
+                   num_kv_shared_layers=2, layer_types=["sliding_attention", "full_attention"] * 2, sliding_window=4,
+                   hidden_size_per_layer_input=16, final_logit_softcapping=0.5, **{**TINY, "num_hidden_layers": 4})
+
+
+def gemma4(out: Path, multimodal: bool = False) -> None:
+    """Gemma 4 as E2B/E4B are built: sliding and full layers with their own head sizes (16 / 32) and KV heads
+    (2 / 1), K shared as V on full layers, the last two layers reusing earlier layers' KV cache, per-layer input
+    embeddings, layer output scales and norms away from 1, a final soft-cap that binds and a window of 4 (shorter
+    than the test prompts). `multimodal`: Gemma4ForConditionalGeneration, a vision tower beside that text model,
+    with an adapter whose regex targets the text model."""
+    import transformers
+
+    base = out / "base"
+    vocab = gemma_bpe_tokenizer(base)
+    torch.manual_seed(19 if multimodal else 18)
+    text = transformers.Gemma4TextConfig(vocab_size=vocab, vocab_size_per_layer_input=vocab, **GEMMA4_TEXT)
+    if multimodal:
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, head_dim=16)
+        model = transformers.Gemma4ForConditionalGeneration(
+            transformers.Gemma4Config(text_config=text.to_dict(), vision_config=vision, audio_config=None))
+        layers = model.model.language_model.layers
+    else:
+        model = transformers.Gemma4ForCausalLM(text)
+        layers = model.model.layers
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            # Gemma 4 does not scale attention scores (q and k are normed): large q/k norms make the softmax so
+            # sharp that llama.cpp's F16 KV cache alone moves the logits by 3e-3; trained models are not that sharp
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.uniform_(0.2, 0.5)
+            elif name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+        for i, layer in enumerate(layers):
+            layer.layer_scalar.fill_(0.6 + 0.2 * i)
+    save_model(model, base, torch.bfloat16)
+    targets = rf".*language_model.*\.({'|'.join(LINEAR)})" if multimodal else LINEAR
+    make_adapter(model.float(), out / "adapters" / "plain", 181 if multimodal else 180, target_modules=targets)
+
+
+def gemma4mm(out: Path) -> None:
+    gemma4(out, multimodal=True)
+
+
+# three V heads per K head (as Qwen3.5's 32 over 16 is two): with as many V heads per K head as K heads, the
+# reorder would be its own inverse and a reversed one would pass unseen
 QWEN35_TEXT = dict(head_dim=32, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
-                   linear_num_value_heads=4, layer_types=["linear_attention", "full_attention"], bos_token_id=2,
+                   linear_num_value_heads=6, layer_types=["linear_attention", "full_attention"], bos_token_id=2,
                    eos_token_id=1, tie_word_embeddings=False, **TINY)
 QWEN35_LINEAR_ATTN = ["in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"]
 
 
 def qwen35(out: Path) -> None:
-    """Gated DeltaNet then full attention, with twice as many V heads as K heads (llama.cpp reorders them), norms,
+    """Gated DeltaNet then full attention, with three times as many V heads as K heads (llama.cpp reorders them), norms,
     A_log and dt_bias away from their initial values, an untied head (Qwen3.5 9B and up), and the MTP block hub
     checkpoints carry, which transformers neither creates nor saves: written here by hand with
     mtp_num_hidden_layers."""
@@ -464,7 +511,7 @@ def qwen35mm(out: Path) -> None:
 ARCHS = {"llama": llama, "phi3": phi3, "gemma2": gemma2, "gemma3": gemma3, "gemma3mm": gemma3mm,
          "granite": granite, "mistral3": mistral3, "qwen2": qwen2, "qwen3": qwen3, "qwen3moe": qwen3moe,
          "smollm3": smollm3, "olmo2": olmo2, "olmo3": olmo3, "qwen35": qwen35,
-         "qwen35mm": qwen35mm}
+         "qwen35mm": qwen35mm, "gemma4": gemma4, "gemma4mm": gemma4mm}
 
 # a sample is rebuilt when this script changes
 STAMP = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

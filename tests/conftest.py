@@ -37,7 +37,7 @@ def need(condition: bool, why: str) -> None:
 def samples() -> Path:
     out = Path(os.environ.get("LORAPACK_SAMPLES", ROOT / "samples" / "out"))
     archs = ("llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3",
-             "smollm3", "qwen3moe", "olmo2", "olmo3", "qwen35", "qwen35mm")
+             "smollm3", "qwen3moe", "olmo2", "olmo3", "qwen35", "qwen35mm", "gemma4", "gemma4mm")
     # make_samples.py rebuilds what its stamp says is stale (a sample built by an older script)
     stamp = hashlib.sha256((ROOT / "samples" / "make_samples.py").read_bytes()).hexdigest()
     if not all((out / a / "done").exists() and (out / a / "done").read_text().strip() == stamp for a in archs):

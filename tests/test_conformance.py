@@ -8,7 +8,7 @@ from conftest import lorapack, record
 from gguf_compare import diff
 
 ARCHS = ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2", "qwen3", "smollm3",
-         "qwen3moe", "olmo2", "olmo3", "qwen35", "qwen35mm"]
+         "qwen3moe", "olmo2", "olmo3", "qwen35", "qwen35mm", "gemma4", "gemma4mm"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -37,7 +37,8 @@ def test_base_other_types(samples, ref_run, tmp_path, outtype):
 ADAPTERS = [("llama", "plain"), ("llama", "embed"), ("llama", "alora"), ("phi3", "plain"), ("gemma3", "plain"),
             ("gemma3", "embed"), ("qwen2", "plain"), ("qwen3", "plain"),
             ("gemma3mm", "plain"), ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
-            ("qwen3moe", "plain"), ("olmo2", "plain"), ("olmo3", "plain"), ("qwen35", "plain"), ("qwen35mm", "plain")]
+            ("qwen3moe", "plain"), ("olmo2", "plain"), ("olmo3", "plain"), ("qwen35", "plain"), ("qwen35mm", "plain"),
+            ("gemma4", "plain"), ("gemma4mm", "plain")]
 
 
 @pytest.mark.parametrize("arch,adapter", ADAPTERS)

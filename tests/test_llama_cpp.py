@@ -18,7 +18,8 @@ CASES = [("llama", "plain"), ("llama", "embed"), ("llama", "trainer"), ("llama",
          ("qwen3", "plain"), ("gemma3mm", "plain"),
          ("gemma2", "plain"), ("granite", "plain"), ("smollm3", "plain"),
          ("qwen3moe", "plain"), ("qwen3moe", "experts"),  # experts: llama.cpp's converter refuses them
-         ("olmo2", "plain"), ("olmo3", "plain"), ("qwen35", "plain"), ("qwen35mm", "plain"),
+         ("olmo2", "plain"), ("olmo3", "plain"), ("qwen35", "plain"), ("qwen35mm", "plain"), ("gemma4", "plain"),
+         ("gemma4mm", "plain"),
          ("mistral3", "plain")]  # mistral3: llama.cpp's own LoRA converter writes the base model instead
 
 

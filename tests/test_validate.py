@@ -258,7 +258,7 @@ def _drop(path, stem, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["llama", "phi3", "gemma2", "gemma3", "gemma3mm", "granite", "mistral3", "qwen2",
-                                  "qwen3", "smollm3", "olmo2", "olmo3", "qwen35", "qwen35mm"])
+                                  "qwen3", "smollm3", "olmo2", "olmo3", "qwen35", "gemma4"])
 def test_planted_defects_every_architecture(samples, tmp_path, arch):
     """The defects of the llama tests above, planted together in other architectures' artifacts (each in its
     own tensor or key, so each must be named on its own)."""
@@ -284,13 +284,15 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     _drop(one, dropped, tmp_path)
     patch_key(two, "adapter.lora.alpha", 3.0)
     rng = np.random.default_rng(1)
-    # the multimodal checkpoints' text models are gemma3 and qwen35; OLMo 3 is llama.cpp's olmo2
-    gguf_arch = {"gemma3mm": "gemma3", "olmo3": "olmo2", "qwen35mm": "qwen35"}.get(arch, arch)
+    # the multimodal checkpoint's text model is gemma3; OLMo 3 is llama.cpp's olmo2
+    gguf_arch = {"gemma3mm": "gemma3", "olmo3": "olmo2"}.get(arch, arch)
     keys, specific = {f"{gguf_arch}.block_count": 7}, []
     if arch == "gemma2":  # a wrong soft-cap
         keys["gemma2.final_logit_softcapping"] = 30.0
     elif arch == "olmo3":  # a wrong sliding window
         keys["olmo2.attention.sliding_window"] = 4096
+    elif arch == "gemma4":  # a wrong soft-cap; below, a scaled layer output scale and per-layer embedding
+        keys["gemma4.final_logit_softcapping"] = 30.0
     elif arch == "granite":  # a wrong multiplier
         keys["granite.residual_scale"] = 1.0
     specific += [k for k in keys if not k.endswith("block_count")]
@@ -303,11 +305,17 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     elif arch == "olmo2":  # its q/k norms span whole projections; drop one
         _drop(tmp_path / "art" / "base.gguf", "blk.1.attn_k_norm", tmp_path)
         specific = ["model.layers.1.self_attn.k_norm.weight"]
-    elif gguf_arch == "qwen35":  # V heads left in HF's grouped order (rows of attn_gate, columns of ssm_out), A_log
+    elif arch == "gemma4":
+        patch_many(tmp_path / "art" / "base.gguf", {}, {
+            "blk.1.layer_output_scale.weight": lambda d: d * np.float32(1.05),
+            "per_layer_token_embd.weight": lambda d: d[::-1].copy()})
+        specific += ["blk.1.layer_output_scale.weight", "per_layer_token_embd.weight"]
+    elif arch == "qwen35":  # V heads left in HF's grouped order (rows of attn_gate, columns of ssm_out), A_log
         # stored without -exp, and the MTP block's input projection scaled
         patch_many(tmp_path / "art" / "base.gguf", {}, {
-            "blk.0.attn_gate.weight": lambda d: d.reshape(2, 2, -1, d.shape[-1]).swapaxes(0, 1).reshape(d.shape),
-            "blk.0.ssm_out.weight": lambda d: d.reshape(d.shape[0], 2, 2, -1).swapaxes(1, 2).reshape(d.shape),
+            # tiled (3 V heads per K head, 2 K heads) back to grouped
+            "blk.0.attn_gate.weight": lambda d: d.reshape(3, 2, -1, d.shape[-1]).swapaxes(0, 1).reshape(d.shape),
+            "blk.0.ssm_out.weight": lambda d: d.reshape(d.shape[0], 3, 2, -1).swapaxes(1, 2).reshape(d.shape),
             "blk.0.ssm_a": lambda d: np.log(-d),
             "blk.2.nextn.eh_proj.weight": lambda d: d * np.float16(1.05)})
         specific += ["blk.0.attn_gate.weight", "blk.0.ssm_out.weight", "blk.0.ssm_a", "blk.2.nextn.eh_proj.weight"]
@@ -323,6 +331,19 @@ def test_planted_defects_every_architecture(samples, tmp_path, arch):
     expect_named(lorapack("validate", tmp_path / "q8", "--base", base, f"one={plain}", "--quiet", check=False),
                  "blk.0.ffn_up.weight")
     record(arch, "validate", f"clean pass; {len(planted) + 1} planted defects named")
+
+
+@pytest.mark.parametrize("arch,tensor", [("qwen35mm", "blk.0.attn_qkv.weight"), ("gemma4mm", "blk.3.attn_q.weight")])
+def test_multimodal_text_models(samples, tmp_path, arch, tensor):
+    """Qwen 3.5's and Gemma 4's multimodal checkpoints: their text models validate clean (features planted as
+    defects in the text-only samples above, which share the code) and a scaled text-model tensor is named."""
+    base, plain = samples / arch / "base", samples / arch / "adapters" / "plain"
+    lorapack("build", base, f"one={plain}", "-o", tmp_path / "art", "--layout", "separate")
+    validate_art = ("validate", tmp_path / "art", "--base", base, f"one={plain}", "--quiet")
+    assert lorapack(*validate_art, check=False).returncode == 0
+    patch_tensor(tmp_path / "art" / "base.gguf", tensor, lambda d: d * np.float16(1.05))
+    expect_named(lorapack(*validate_art, check=False), tensor)
+    record(arch, "validate", "clean pass; a scaled text-model tensor named")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3mm"])

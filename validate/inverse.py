@@ -69,6 +69,8 @@ def undo(spec: Spec, config: dict, gguf_name: str, role: str, values: np.ndarray
     if spec.has(kinds.SSM_A_LOG) and kinds.is_ssm_a(gguf_name):
         with np.errstate(divide="ignore", invalid="ignore"):  # a positive A (a defect) becomes NaN: it fails
             values = np.log(-values.astype(np.float64)).astype(np.float32)
-    if spec.has(kinds.CONV_SQUEEZE) and kinds.is_conv(gguf_name) and values.ndim == 2:
+    if spec.has(kinds.CONV_SQUEEZE) and kinds.is_conv(gguf_name):
+        if values.ndim != 2:  # llama.cpp's loader wants (channels, kernel)
+            raise ValueError(f"{gguf_name} is {values.ndim}-D, not squeezed to (channels, kernel)")
         values = values[:, None, :]  # a depthwise Conv1d's (channels, 1, kernel)
     return values

@@ -13,7 +13,8 @@ from lorapack.spec.plan import f32, u32
 A = "gemma3"
 
 
-def metadata(h, file_type: int) -> list:
+def gemma3_keys(A: str, h, file_type: int) -> list:
+    """llama.cpp's Gemma3Model.set_gguf_parameters, for architectures derived from it."""
     kv = text_params(A, h, file_type) + [
         u32(Keys.LLM.CONTEXT_LENGTH.format(arch=A), h.get("max_position_embeddings", 131072)),
         u32(Keys.Attention.HEAD_COUNT.format(arch=A), h.get("num_attention_heads", 8)),
@@ -28,6 +29,10 @@ def metadata(h, file_type: int) -> list:
         kv.append(u32(Keys.Attention.SLIDING_WINDOW.format(arch=A), h.get("sliding_window")))
     kv.append(u32(Keys.Attention.HEAD_COUNT_KV.format(arch=A), h.get("num_key_value_heads", 4)))
     return kv
+
+
+def metadata(h, file_type: int) -> list:
+    return gemma3_keys(A, h, file_type)
 
 
 SPEC = Spec(

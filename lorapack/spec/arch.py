@@ -29,7 +29,8 @@ MULTIMODAL_TEXT = (("model.language_model.", "model."), ("language_model.model."
                    ("language_model.lm_head.", "lm_head."))
 # a multimodal checkpoint's other towers: llama.cpp's text model leaves them out (images go to its mmproj file)
 TOWERS = ("vision_tower.", "multi_modal_projector.", "vision_model.", "audio_tower.", "model.vision_tower.",
-          "model.multi_modal_projector.", "model.audio_tower.", "model.vision_model.", "model.visual.", "visual.")
+          "model.multi_modal_projector.", "model.audio_tower.", "model.vision_model.", "model.visual.", "visual.",
+          "model.embed_vision.", "model.embed_audio.")
 
 _REGISTRY: dict[str, Spec] = {}  # HF class name → Spec
 _LOADED = False

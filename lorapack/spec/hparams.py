@@ -161,7 +161,8 @@ def rope_scaling(A: str, h: HParams) -> list[KV]:
         return kv + [f32(k.format(arch=A), v) for k, v in optional if v is not None]
     if rope_type in ("su", "longrope"):
         return [string(Keys.Rope.SCALING_TYPE.format(arch=A), "longrope")]
-    if rope_type not in (None, "default", "dynamic") and str(rope_type).lower() != "llama3":
+    # llama3 and Gemma 4's proportional rope become rope_freqs tensors (the specs' generated)
+    if rope_type not in (None, "default", "dynamic", "proportional") and str(rope_type).lower() != "llama3":
         log.warning("unknown RoPE type %r: no scaling keys written", rope_type)
     return []
 

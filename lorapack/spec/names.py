@@ -53,7 +53,7 @@ class NameTable:
         if part := expert_part(name):
             name = part[0]
         stem, _, suffix = name.rpartition(".")
-        if f".{suffix}" not in _SUFFIXES:  # a bare parameter (A_log): only a row naming it exactly
+        if f".{suffix}" not in _SUFFIXES:  # a bare parameter (A_log): the table's row for the whole name
             return self._tmap.get_name(name)
         if stem in self._extra:
             return f"{self._extra[stem]}.{suffix}"
@@ -126,7 +126,8 @@ def mtp_layers(spec: Spec, config: dict, tensor_names) -> int:
     saves no MTP tensors, and llama.cpp cannot load a file whose nextn blocks are missing."""
     if not spec.mtp:
         return 0
-    found = {int(p[2]) for n in tensor_names if (p := n.removeprefix("model.").split(".", 3))[:2] == ["mtp", "layers"]
+    found = {int(p[2]) for n in tensor_names
+             if (p := spec.text_name(n).removeprefix("model.").split(".", 3))[:2] == ["mtp", "layers"]
              and len(p) == 4 and p[2].isdecimal()}
     if not found:
         return 0
