@@ -72,6 +72,9 @@ def train_adapter(base: Path, dest: Path, steps: int = 60) -> dict:
     peft_model.eval()
     after = [greedy(peft_model, tok, p) for p in PROMPTS]
     peft_model.save_pretrained(dest, safe_serialization=True)
+    from make_samples import stable_config  # samples/ is this script's folder
+
+    stable_config(dest)
     changed = sum(a != b for a, b in zip(before, after))
     return {"prompts": PROMPTS, "before": before, "after": after, "changed": changed,
             "train_seconds": round(time.time() - t0, 1), "final_loss": round(loss.item(), 4)}

@@ -87,6 +87,18 @@ def make_adapter(base_model, dest: Path, seed: int, **lora) -> None:
                 p.add_(torch.randn_like(p) * 0.01)  # a fine-tuned head, not a copy of the base one
     peft_model.save_pretrained(dest, safe_serialization=True)
     peft_model.unload()  # give the base model back its plain layers for the next adapter
+    stable_config(dest)
+
+
+def stable_config(dest: Path) -> None:
+    """PEFT keeps target_modules as a set, written in hash order: sorted, a sample's bytes are the same on every
+    build (the tests cache llama.cpp's outputs by input hash). target_parameters stays as written: its order is
+    the order PEFT nests the parameter wrappers in."""
+    path = dest / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 
 SPECIAL_LLAMA = {"unk": 0, "bos": 1, "eos": 2}

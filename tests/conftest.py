@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,27 +58,72 @@ def reference() -> Path:
         need(False, f"llama.cpp converters unavailable: {e}")
 
 
+# llama.cpp's outputs persist here between runs, keyed by everything that determines them (the converter's
+# sources, torch/transformers versions, the input files' bytes, the arguments): a rerun on unchanged samples
+# reads them instead of converting again. LORAPACK_REF_CACHE=0 turns it off; the oldest go past 6 GiB.
+REF_CACHE = Path(os.environ.get("LORAPACK_REF_CACHE_DIR", Path.home() / ".cache" / "lorapack" / "reference-outputs"))
+REF_CACHE_BYTES = 6 << 30
+
+
+def _tree_digest(*roots: Path, pattern: str = "*") -> str:
+    h = hashlib.sha256()
+    for root in roots:
+        for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+            h.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode())
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 24):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
 class RefRunner:
-    """Runs llama.cpp's converters once per input and caches the output file."""
+    """Runs llama.cpp's converters once per input (cached across runs by input hash, see REF_CACHE)."""
 
     def __init__(self, ref: Path, tmp: Path):
+        from importlib.metadata import version
+
         self.ref, self.tmp, self.cache = ref, tmp, {}
+        self.use_disk = os.environ.get("LORAPACK_REF_CACHE", "1") != "0"
+        libs = [version(p) for p in ("torch", "transformers", "numpy", "tokenizers", "sentencepiece", "safetensors")]
+        self.tool = hashlib.sha256(f"{_tree_digest(ref, pattern='*.py')} {libs} {sys.version}".encode()).hexdigest()
 
     def base(self, base: Path, outtype: str) -> Path:
-        return self._run("convert_hf_to_gguf.py", [str(base)], outtype, base)
+        return self._run("convert_hf_to_gguf.py", [str(base)], outtype, [base])
 
     def lora(self, adapter: Path, base: Path, outtype: str) -> Path:
-        return self._run("convert_lora_to_gguf.py", [str(adapter), "--base", str(base)], outtype, adapter)
+        return self._run("convert_lora_to_gguf.py", [str(adapter), "--base", str(base)], outtype, [adapter, base])
 
-    def _run(self, script: str, args: list[str], outtype: str, key: Path) -> Path:
-        k = (script, str(key), outtype)
-        if k not in self.cache:
-            out = self.tmp / f"{len(self.cache)}-{key.parent.parent.name}-{key.name}-{outtype}.gguf"
-            proc = subprocess.run([sys.executable, str(self.ref / script), *args, "--outtype", outtype,
-                                   "--outfile", str(out)], capture_output=True, text=True)
-            assert proc.returncode == 0, f"reference {script} failed:\n{proc.stderr[-3000:]}"
-            self.cache[k] = out
-        return self.cache[k]
+    def _run(self, script: str, args: list[str], outtype: str, inputs: list[Path]) -> Path:
+        k = (script, *map(str, inputs), outtype)
+        if k in self.cache:
+            return self.cache[k]
+        digest = hashlib.sha256(f"{self.tool} {script} {outtype} {_tree_digest(*inputs)}".encode()).hexdigest()
+        cached = REF_CACHE / f"{digest}.gguf"
+        if self.use_disk and cached.is_file():
+            os.utime(cached)  # recently used: kept when the cache is trimmed
+            self.cache[k] = cached
+            return cached
+        out = self.tmp / f"{len(self.cache)}-{inputs[0].parent.parent.name}-{inputs[0].name}-{outtype}.gguf"
+        proc = subprocess.run([sys.executable, str(self.ref / script), *args, "--outtype", outtype,
+                               "--outfile", str(out)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"reference {script} failed:\n{proc.stderr[-3000:]}"
+        self.cache[k] = out
+        if self.use_disk:
+            self._store(out, cached)
+        return out
+
+    @staticmethod
+    def _store(out: Path, cached: Path) -> None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_suffix(f".part{os.getpid()}")
+        shutil.copyfile(out, part)
+        os.replace(part, cached)  # never a half-written entry
+        entries = sorted(REF_CACHE.glob("*.gguf"), key=lambda p: p.stat().st_mtime, reverse=True)
+        total = 0
+        for entry in entries:
+            total += entry.stat().st_size
+            if total > REF_CACHE_BYTES:
+                entry.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
