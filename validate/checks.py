@@ -59,7 +59,9 @@ class Validator:
         self.config = {**source.config, **source.config.get("text_config", {})}
         spec = spec_of(source.config)
         self.arch = spec.name if spec is not None else "?"
-        self.names = Names(self.arch, self.config, set(source.names()) | ref.module_names())
+        # the source's names place every base tensor; the PEFT model's module names join before the adapter
+        # checks (run() adds them), so the base checks need not wait for the model to load
+        self.names = Names(self.arch, self.config, set(source.names()))
         self.probes, self.seed = probes, seed
         self.checks: list[Check] = []
 
@@ -71,6 +73,7 @@ class Validator:
         if self.art.base is not None:
             self.metadata()
             self.base_tensors()
+        self.names.add_present(self.ref.module_names())
         for name, view in self.art.adapters.items():
             if name in self.ref.layers:
                 self.adapter(name, view)

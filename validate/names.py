@@ -30,6 +30,9 @@ class Names:
         self.blocks = layers + (mtp_layers(self.spec, config, self.present) if self.spec is not None else 0)
         self.table = name_table(self.spec, self.blocks, layers) if self.spec is not None else None
 
+    def add_present(self, names) -> None:
+        self.present |= set(names) | {canonical(n) for n in names}
+
     def module(self, gguf_name: str) -> tuple[str, str] | None:
         """GGUF tensor name → (HF module, 'weight'|'bias'), or None for generated tensors and unknown names."""
         if self.table is None or gguf_name in GENERATED:

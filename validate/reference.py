@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,14 +75,48 @@ class Source:
 class PeftReference:
     """The base model with every adapter loaded, unmerged, in float32 — PEFT's own forward is the reference."""
 
-    def __init__(self, base: Path, adapters: dict[str, Path]):
+    def __init__(self, base: Path, adapters: dict[str, Path], background: bool = False):
+        """`background`: import torch/PEFT and load the model on a thread while the caller runs the checks that
+        need only numpy (importing PEFT alone takes seconds); the first use of the model waits for it."""
         # the adapters' files are checked (and their configs resolved) before torch is even imported
         tmp = tempfile.TemporaryDirectory(prefix="lorapack-ref-")
         try:
             safe = {n: safe_adapter(n, p, Path(tmp.name)) for n, p in adapters.items()}
-            self._load(base, safe)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        self._error: BaseException | None = None
+        self._loader = threading.Thread(target=self._load_then_clean, args=(base, safe, tmp), daemon=True)
+        self._loader.start()
+        if not background:
+            self._wait()
+
+    def _load_then_clean(self, base: Path, adapters: dict[str, Path], tmp) -> None:
+        try:
+            self._load(base, adapters)
+        except BaseException as e:  # raised again in the caller's thread, at first use
+            self._error = e
         finally:
             tmp.cleanup()
+
+    def _wait(self) -> None:
+        self._loader.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        import torch
+
+        torch.set_grad_enabled(False)  # thread-local: the loader's setting does not reach the caller's thread
+
+    def __getattr__(self, name: str):
+        """The model's attributes (model, layers, saved, names) exist once the loader is done: wait for it."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        self._wait()
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def _load(self, base: Path, adapters: dict[str, Path]) -> None:
         import torch
