@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lorapack.errors import CheckpointError
 from lorapack.spec import kinds
 
 
@@ -83,6 +84,10 @@ def forward(model, gguf_name: str, role: str, values: np.ndarray) -> np.ndarray:
         values = llama_permute(values.reshape(shape[0], -1), heads).reshape(shape)
     if (where := v_heads(model, gguf_name, role)) is not None:
         axis = -1 if role in kinds.COLUMN_ROLES and kinds.v_head_columns(gguf_name) else 0
+        start, n_k, per, d = where
+        if values.shape[axis] != start + n_k * per * d:
+            raise CheckpointError(f"{gguf_name}: {values.shape[axis] - start} V rows or columns, but config.json "
+                                  f"declares {n_k * per} V heads of {d}")
         values = tile_v_heads(values, axis, *where)
     return values
 

@@ -195,13 +195,11 @@ def hf_bpe_tokens(folder: Path) -> tuple[list[str], list[int]]:
     """tokenizer.json's SentencePiece-style BPE (byte fallback) as gguf-py's LlamaHfVocab lists it: the model's
     vocabulary in id order, bytes <0xNN> as BYTE, special tokens as CONTROL, the rest NORMAL; then added tokens
     past it (special: CONTROL, else USER_DEFINED)."""
-    spec = read_json(folder / "tokenizer.json", CheckpointError, max_bytes=1 << 30)
-    model, decoder = spec.get("model") or {}, spec.get("decoder") or {}
-    if model.get("type") != "BPE" or not model.get("byte_fallback") or decoder.get("type") != "Sequence":
+    tok = load_tokenizer_json(folder)
+    model = tok.model
+    if type(model).__name__ != "BPE" or not model.byte_fallback or type(tok.decoder).__name__ != "Sequence":
         raise CheckpointError("tokenizer.json is not a byte-fallback BPE tokenizer (SentencePiece style), which "
                               "llama.cpp reads this architecture's vocabulary as")
-    del spec
-    tok = load_tokenizer_json(folder)
     vocab, n_base = tok.get_vocab(with_added_tokens=True), tok.get_vocab_size(with_added_tokens=False)
     reverse = {i: t for t, i in vocab.items()}
     special = special_texts(folder)

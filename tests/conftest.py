@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -65,15 +66,19 @@ REF_CACHE = Path(os.environ.get("LORAPACK_REF_CACHE_DIR", Path.home() / ".cache"
 REF_CACHE_BYTES = 6 << 30
 
 
-def _tree_digest(*roots: Path, pattern: str = "*") -> str:
+@functools.cache  # per session: a base folder is an input of every adapter conversion against it
+def _digest(root: Path, pattern: str = "*") -> str:
     h = hashlib.sha256()
-    for root in roots:
-        for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
-            h.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode())
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 24):
-                    h.update(chunk)
+    for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def _tree_digest(*roots: Path, pattern: str = "*") -> str:
+    return hashlib.sha256(" ".join(_digest(r, pattern) for r in roots).encode()).hexdigest()
 
 
 class RefRunner:

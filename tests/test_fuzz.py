@@ -230,3 +230,42 @@ def test_fuzz_configs(samples, tmp_path, which):
         fuzz.case(f"{which} mutation {i}", lambda: _build(base, adapter, tmp_path / f"m{i}.gguf"))
     fuzz.report(which)
     assert fuzz.refused > 0  # some values are ignorable (gguf-py skips a non-bool add_bos_token, as llama.cpp)
+
+
+# the fields Qwen 3.5's and Gemma 4's metadata and transforms read (linear attention, MTP, per-layer shapes)
+ARCH_KEYS = {"qwen35": ["linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim",
+                        "linear_value_head_dim", "linear_conv_kernel_dim", "mtp_num_hidden_layers", "layer_types",
+                        "full_attention_interval", "head_dim"],
+             "gemma4": ["per_layer_config", "global_head_dim", "num_global_key_value_heads", "num_kv_shared_layers",
+                        "hidden_size_per_layer_input", "layer_types", "rope_parameters", "use_double_wide_mlp"]}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_KEYS))
+def test_fuzz_architecture_configs(samples, tmp_path, arch):
+    """Each field through what conversion computes from it before reading tensor data: the config check, the
+    architecture's metadata, every tensor's name, type and transforms (the small ones produced)."""
+    from gguf import GGMLQuantizationType as QT
+
+    from lorapack.convert.base import base_tensors, resolve
+    from lorapack.convert.checkpoint import load_checkpoint
+
+    base = tmp_path / "base"
+    shutil.copytree(samples / arch / "base", base)
+    original = json.loads((base / "config.json").read_text())
+    cases = [(k, v) for k in ARCH_KEYS[arch] for v in BAD_VALUES]
+    cases += [("per_layer_config", {"3": {"head_dim": "x"}}), ("per_layer_config", [1]),
+              ("linear_num_value_heads", 3), ("num_kv_shared_layers", 9), ("layer_types", ["full_attention"])]
+
+    def plan():
+        model = resolve(load_checkpoint(base))
+        model.spec.metadata(model.h, 1)
+        for t in base_tensors(model, QT.F16, {}, None):
+            if t.name.startswith(("rope_freqs", "blk.0.ssm_", "blk.0.attn_gate")):
+                t.produce()
+
+    fuzz = Fuzz()
+    for key, value in cases:
+        (base / "config.json").write_text(json.dumps({**original, key: value}))
+        fuzz.case(f"{arch} config {key}={value!r}", plan)
+    fuzz.report(f"{arch} config")
+    assert fuzz.refused > 0 and fuzz.ok > 0

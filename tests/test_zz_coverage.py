@@ -24,7 +24,8 @@ def _cell(column: str, values: list[str]) -> str:
 
 def table(samples_dir) -> str:
     lines = ["| sample | HF class | base GGUF vs llama.cpp | adapter GGUF vs llama.cpp | validate | "
-             "llama.cpp vs PEFT: max abs Δlogit / adapter effect (separate), max abs Δlogit (merged) |", "| --- | --- | --- | --- | --- | --- |"]
+             "llama.cpp vs PEFT: max abs Δlogit / adapter effect (separate), max abs Δlogit (merged) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for s in SAMPLES:
         hf = json.loads((samples_dir / s / "base" / "config.json").read_text())["architectures"][0]
         cells = [_cell(c, COVERAGE[s][c]) for c in COLUMNS]

@@ -24,13 +24,16 @@ def canonical(name: str) -> str:
 class Names:
     def __init__(self, arch: str, config: dict, present):
         self.spec: Spec | None = spec_named(arch)
-        self.present = set(present) | {canonical(n) for n in present}  # bare parameters (A_log) have no module
+        self.present: set[str] = set()
+        self.add_present(present)
         layers = config.get("num_hidden_layers") or 0
         # llama.cpp's blocks: the text model's layers, then its MTP blocks (Qwen3.5)
         self.blocks = layers + (mtp_layers(self.spec, config, self.present) if self.spec is not None else 0)
         self.table = name_table(self.spec, self.blocks, layers) if self.spec is not None else None
 
     def add_present(self, names) -> None:
+        """Names to look for, as given and in the text model's terms (bare parameters such as A_log have no
+        module of their own, so only their canonical tensor names place them)."""
         self.present |= set(names) | {canonical(n) for n in names}
 
     def module(self, gguf_name: str) -> tuple[str, str] | None:

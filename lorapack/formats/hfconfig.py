@@ -23,8 +23,14 @@ _POSITIVE = {
     "original_max_position_embeddings": 1 << 31, "query_pre_attn_scalar": 1 << 20,
     "num_local_experts": 1 << 16, "num_experts": 1 << 16, "n_routed_experts": 1 << 16,
     "num_experts_per_tok": 1 << 16, "moe_intermediate_size": 1 << 22, "shared_expert_intermediate_size": 1 << 22,
+    # linear attention (Qwen 3.5), MTP blocks, Gemma 4's per-layer shapes
+    "linear_conv_kernel_dim": 1 << 10, "linear_key_head_dim": 1 << 16, "linear_value_head_dim": 1 << 16,
+    "linear_num_key_heads": 1 << 14, "linear_num_value_heads": 1 << 14, "full_attention_interval": 1 << 12,
+    "mtp_num_hidden_layers": 1 << 8, "global_head_dim": 1 << 16, "num_global_key_value_heads": 1 << 14,
+    "num_kv_shared_layers": 1 << 12, "hidden_size_per_layer_input": 1 << 20, "vocab_size_per_layer_input": 1 << 24,
 }
-_NON_NEGATIVE = ("sliding_window",)  # 0 means "none" in some configs
+# 0 means "none" in some configs
+_NON_NEGATIVE = ("sliding_window", "mtp_num_hidden_layers", "num_kv_shared_layers", "hidden_size_per_layer_input")
 _POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "rope_theta",
                     "rope_local_base_freq")
 _FINITE = ("partial_rotary_factor", "attn_logit_softcapping", "final_logit_softcapping",
@@ -67,7 +73,28 @@ def _fields(c: dict[str, Any], prefix: str) -> list[str]:
             problems.append(f"{prefix}{key} is {describe(v)}; expected true or false")
     for key in ("rope_scaling", "rope_parameters"):
         problems += _rope(c.get(key), prefix + key)
+    problems += _layers(c, prefix)
     return problems or _heads(c, prefix)
+
+
+def _layers(c: dict[str, Any], prefix: str) -> list[str]:
+    """Per-layer fields: layer_types a list of names, per_layer_config (Gemma 4) layer index → shapes."""
+    problems = []
+    types = c.get("layer_types")
+    if types is not None and not (isinstance(types, list) and len(types) <= 1 << 12
+                                  and all(isinstance(t, str) for t in types)):
+        problems.append(f"{prefix}layer_types is {describe(types)}; expected a list of layer type names")
+    per_layer = c.get("per_layer_config")
+    if per_layer is not None:
+        if not (isinstance(per_layer, dict) and len(per_layer) <= 1 << 12
+                and all(isinstance(k, str) and k.isdecimal() and isinstance(v, dict) for k, v in per_layer.items())):
+            return problems + [f"{prefix}per_layer_config must map layer indices to objects"]
+        for i, layer in per_layer.items():
+            for key in ("head_dim", "num_key_value_heads"):
+                if (v := layer.get(key)) is not None and not (is_int(v) and 1 <= v <= _POSITIVE[key]):
+                    problems.append(f"{prefix}per_layer_config.{i}.{key} is {describe(v)}; expected an integer "
+                                    f"from 1 to {_POSITIVE[key]}")
+    return problems
 
 
 def _rope(r: Any, name: str) -> list[str]:
@@ -101,4 +128,10 @@ def _heads(c: dict[str, Any], prefix: str) -> list[str]:
         problems.append(f"{prefix}hidden_size {hidden} does not split into {heads} attention heads")
     if heads and kv and heads % kv:
         problems.append(f"{prefix}num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+    n_k, n_v = c.get("linear_num_key_heads"), c.get("linear_num_value_heads")
+    if n_k and n_v and n_v % n_k:
+        problems.append(f"{prefix}linear_num_value_heads {n_v} is not a multiple of linear_num_key_heads {n_k}")
+    layers, shared = c.get("num_hidden_layers"), c.get("num_kv_shared_layers")
+    if layers and shared is not None and shared > layers:
+        problems.append(f"{prefix}num_kv_shared_layers {shared} exceeds num_hidden_layers {layers}")
     return problems
