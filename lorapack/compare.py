@@ -52,7 +52,8 @@ class _NoBar:
 
 
 def validation_errors(base: Path, named: list[tuple[str, Path]], lay: Layouts, report: dict) -> None:
-    source, ref, tols = Source(base), PeftReference(base, dict(named)), parse(())
+    source, tols = Source(base), parse(())
+    ref = PeftReference(base, dict(named), weights=source)  # one layer's base weight at a time
     targets = [("combined", lay.combined, named), ("separate", lay.separate, named)]
     targets += [(f"merged-{n}", path, [(n, p)]) for (n, p), path in zip(named, lay.merged.values())]
     for label, path, adapters in targets:

@@ -360,6 +360,60 @@ def test_end_to_end_tiny_samples(samples, tmp_path, arch):
     expect_named(proc, "pytorch logits, plain", "llama.cpp logits, plain")
 
 
+def test_reference_holds_no_base_weights(samples):
+    """Without --end-to-end the PEFT reference is built with a stand-in for every base parameter (no memory):
+    what it holds is the adapters' tensors, and an adapted layer's base weight only while it runs. Memory then
+    does not grow with the model (benchmarks/bench_scale.py measures it at 8B)."""
+    from lorapack.validate.reference import PeftReference, Source, is_stand_in
+
+    base, plain = samples / LLAMA / "base", samples / LLAMA / "adapters" / "plain"
+    ref = PeftReference(base, {"plain": plain}, weights=Source(base))
+    held = {n: p for n, p in ref.model.named_parameters() if not is_stand_in(p)}
+    real = {n for n in held if ".lora_" not in n}
+    base_bytes = sum(p.numel() * p.element_size() for n, p in ref.model.named_parameters() if n not in held)
+    print(f"{len(held)} real parameters, all LoRA; {base_bytes} bytes of base weights stood in for")
+    assert held and not real, sorted(real)[:5]
+    assert base_bytes > 0
+    layer = ref.layers["plain"]["model.layers.0.mlp.down_proj"]
+    x = np.random.default_rng(0).standard_normal((4, layer.base_layer.in_features), dtype=np.float32)
+    assert np.abs(ref.contribution("plain", "model.layers.0.mlp.down_proj", x)).max() > 0
+    assert is_stand_in(layer.base_layer.weight)  # released after the layer ran
+
+
+def test_end_to_end_refused_up_front_when_it_cannot_fit(samples, tmp_path):
+    """--end-to-end on a model that cannot fit in this machine's memory exits 2 with the memory it would need,
+    before anything is loaded: never an out-of-memory kill part way through. The 70B-shaped checkpoint is a
+    sparse file (a header and holes), so the test costs nothing."""
+    base = tmp_path / "big"
+    base.mkdir()
+    h, ff, layers = 8192, 28672, 80
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
+              "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": 64,
+              "num_key_value_heads": 8, "vocab_size": 128256, "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16"}
+    (base / "config.json").write_text(json.dumps(config))
+    header, offset = {}, 0
+    for i in range(layers):
+        for proj, shape in (("gate", (ff, h)), ("up", (ff, h)), ("down", (h, ff))):
+            n = 2 * shape[0] * shape[1]
+            header[f"model.layers.{i}.mlp.{proj}_proj.weight"] = {"dtype": "BF16", "shape": list(shape),
+                                                                  "data_offsets": [offset, offset + n]}
+            offset += n
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(base / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        f.truncate(8 + len(blob) + offset)  # ~113 GB of holes
+    art = tmp_path / "art.gguf"
+    art.write_bytes(b"")
+    proc = lorapack("validate", art, "--base", base, f"plain={samples / LLAMA / 'adapters' / 'plain'}",
+                    "--end-to-end", check=False)
+    print(proc.stderr)
+    assert proc.returncode == 2
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "--end-to-end needs about" in error[0] and "GiB" in error[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_multimodal_adapter_in_either_naming(samples, tmp_path):
     """A Gemma 3 multimodal adapter keyed language_model.model.layers.N (transformers 4's naming, the checkpoint's)
     builds the same tensors as one keyed model.language_model.layers.N (PEFT on transformers 5), and validates."""

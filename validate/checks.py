@@ -226,7 +226,7 @@ class Validator:
             for n in self.merged_names:
                 if (w := expert_checks.wrappers(self.ref.layers.get(n, {})).get(part[:2])) is not None:
                     rows = slice(part[2] * want.shape[1], (part[2] + 1) * want.shape[1])
-                    want = want + self.art.merged_scales[n] * expert_checks.peft_delta(w[1], n)[:, rows]
+                    want = want + self.art.merged_scales[n] * self.ref.expert_delta(w[1], n)[:, rows]
                     kind = "merged"
         if got.shape != want.shape:
             self.add(t.name, kind, f"shape {list(got.shape)}", f"{list(want.shape)}", False)
@@ -325,7 +325,7 @@ class Validator:
                 parts.append((index, a, b, lora.llama_cpp_scaling(alpha, b.shape[-1])))
                 types += [p["lora_a"].qtype.name, p["lora_b"].qtype.name]
             else:
-                rel, max_abs = expert_checks.compare(parts, expert_checks.peft_delta(wrapped[key][1], name))
+                rel, max_abs = expert_checks.compare(parts, self.ref.expert_delta(wrapped[key][1], name))
                 tol = for_type(self.tols, max(types, key=lambda q: for_type(self.tols, q).rtol))
                 self.add(label, "adapter", rel, tol, tol.ok(rel, max_abs))
         modules = {m for m, _ in wrapped.values()}
@@ -344,15 +344,17 @@ class Validator:
 
     def saved_weights(self, name: str, view: AdapterView) -> None:
         """modules_to_save weights carried by a combined file, against PEFT's."""
-        saved = dict(self.ref.saved.get(name, {}))
+        saved = self.ref.saved.get(name, {})
+        left = set(saved)  # each weight is converted only when its tensor is compared
         for t in view.full_tensors():
             mapped = self.names.module(t.name[len(view.tensor_prefix):])
-            want = saved.pop(f"{mapped[0]}.{mapped[1]}", None) if mapped else None
-            if want is None:
+            weight = f"{mapped[0]}.{mapped[1]}" if mapped else None
+            if weight not in left:
                 self.add(f"{name}: {t.name}", "structure", "full weight PEFT does not replace", "absent", False)
             else:
-                self.compare_full(view.file, t, mapped[0], want, "adapter")
-        for weight in sorted(saved):
+                left.discard(weight)
+                self.compare_full(view.file, t, mapped[0], saved[weight], "adapter")
+        for weight in sorted(left):
             self.add(f"{name}: {weight}", "structure", "modules_to_save weight missing from the artifact",
                      "present", False)
 
@@ -459,6 +461,9 @@ def source_fingerprint(src: Source) -> str:
     """The documented base fingerprint, recomputed from the safetensors files (docs/combined-format.md)."""
     lines = []
     for name in sorted(src.names()):
-        digest = hashlib.sha256(src.raw(name)).hexdigest()
+        h = hashlib.sha256()
+        for start, stop in src.row_chunks(name):  # a 128k-row embedding is hashed in pieces, not read whole
+            h.update(src.raw(name, slice(start, stop)))
+        digest = h.hexdigest()
         lines.append(f"{name}|{src.dtype(name)}|{list(src.shape(name))}|{digest}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()

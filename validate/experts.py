@@ -45,17 +45,6 @@ def undo_stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("eor,eri->eoi", b, a)
 
 
-def peft_delta(layer, adapter: str) -> np.ndarray:
-    """ΔW (E, out, in) as PEFT's ParamWrapper computes it for its forward (scaling included), in float32: PEFT
-    casts it to the parameter's dtype, which for a bf16 checkpoint would round away what is being checked."""
-    import torch
-
-    from .reference import float32
-
-    with torch.no_grad(), float32(layer):
-        return layer.get_delta_weight(adapter).float().numpy()
-
-
 def compare(parts: list[tuple[int, np.ndarray, np.ndarray, float]], want: np.ndarray) -> tuple[float, float]:
     """The parts (index, a, b, scale) stacked back along the rows of each expert, against PEFT's ΔW."""
     got = np.concatenate([undo_stack(a, b) * scale for _, a, b, scale in sorted(parts, key=lambda p: p[0])], axis=1)
@@ -64,7 +53,6 @@ def compare(parts: list[tuple[int, np.ndarray, np.ndarray, float]], want: np.nda
     diff = got.astype(np.float64) - want
     denom = float(np.linalg.norm(want))
     return float(np.linalg.norm(diff)) / denom if denom else float("inf"), float(np.max(np.abs(diff)))
-
 
 
 def source_names(part: tuple, n_experts: int) -> list[str]:

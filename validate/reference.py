@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +55,17 @@ class Source:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._ref(name).shape
 
+    def nbytes(self, name: str) -> int:
+        return self._ref(name).nbytes
+
     def dtype(self, name: str) -> str:
         return self._ref(name).dtype
 
     def _ref(self, name: str) -> TensorRef:
         return self._refs[self.stored(name) or name]
+
+    def row_chunks(self, name: str) -> list[tuple[int, int]]:
+        return self._ref(name).row_chunks()
 
     def raw(self, name: str, rows: slice | None = None) -> bytes:
         return self._ref(name).read_bytes(*self._span(name, rows))
@@ -75,9 +83,15 @@ class Source:
 class PeftReference:
     """The base model with every adapter loaded, unmerged, in float32 — PEFT's own forward is the reference."""
 
-    def __init__(self, base: Path, adapters: dict[str, Path], background: bool = False):
+    def __init__(self, base: Path, adapters: dict[str, Path], background: bool = False,
+                 weights: Source | None = None):
         """`background`: import torch/PEFT and load the model on a thread while the caller runs the checks that
-        need only numpy (importing PEFT alone takes seconds); the first use of the model waits for it."""
+        need only numpy (importing PEFT alone takes seconds); the first use of the model waits for it.
+
+        `weights`: build the model without its weights (every parameter a stand-in that takes no memory; PEFT
+        loads the adapters as usual) and read an adapted layer's base weight from this source just while that
+        layer runs, so memory does not grow with the model. Whole-model logits need weights=None."""
+        self._weights = weights
         # the adapters' files are checked (and their configs resolved) before torch is even imported
         tmp = tempfile.TemporaryDirectory(prefix="lorapack-ref-")
         try:
@@ -126,11 +140,9 @@ class PeftReference:
         torch.set_grad_enabled(False)
         transformers.logging.set_verbosity_error()  # the reference's loading chatter is not the user's concern
         transformers.logging.disable_progress_bar()
+        lazy = self._weights is not None
         try:
-            # stored precision (bf16 halves the memory); each layer is lifted to float32 when it is evaluated
-            # never checkpoint code, never a pickle (transformers would otherwise ask on stdin, or read a .bin)
-            model = auto_class(base).from_pretrained(base, dtype="auto", trust_remote_code=False,
-                                                     use_safetensors=True)
+            model = empty_model(base) if lazy else full_model(base)
         except Exception as e:
             raise LorapackError(f"cannot load the reference base {base} with transformers ({e})") from None
         self.names = list(adapters)
@@ -140,6 +152,8 @@ class PeftReference:
         first, *rest = self.names
         for path in adapters.values():
             align_names(path, model)
+            if lazy:
+                make_real(model, path)
         try:
             self.model = PeftModel.from_pretrained(model, adapters[first], adapter_name=first).eval()
             for n in rest:
@@ -172,18 +186,17 @@ class PeftReference:
             self.model.base_model.set_adapter(adapter)
             self._active = adapter
 
-    def _modules_to_save(self) -> dict[str, dict[str, np.ndarray]]:
+    def _modules_to_save(self) -> dict[str, SavedWeights]:
         """adapter name → {HF weight name → the full weight PEFT uses instead of the base one}."""
         from peft.utils import ModulesToSaveWrapper
 
-        out: dict[str, dict[str, np.ndarray]] = {n: {} for n in self.names}
+        out: dict[str, dict[str, object]] = {n: {} for n in self.names}
         for name, module in self.model.base_model.model.named_modules():
             if isinstance(module, ModulesToSaveWrapper):
                 for n in self.names:
                     if n in module.modules_to_save:
-                        weight = module.modules_to_save[n].weight.detach().float().numpy()
-                        out[n][f"{canonical(name)}.weight"] = weight
-        return out
+                        out[n][f"{canonical(name)}.weight"] = module.modules_to_save[n]
+        return {n: SavedWeights(modules) for n, modules in out.items()}
 
     def contribution(self, adapter: str, module: str, x: np.ndarray) -> np.ndarray:
         """What the adapter adds at `module` for input x: PEFT's layer forward with the adapter active, minus
@@ -195,16 +208,68 @@ class PeftReference:
         inp = torch.from_numpy(x)
         # an aLoRA layer adapts only tokens marked active: mark every probe row (one token each)
         extra = {"alora_offsets": [1] * len(x)} if self.invocation_tokens(adapter) else {}
-        with float32(layer):
+        ids = x if x.dtype.kind in "iu" else None
+        with self._base_weights(layer, module, ids), float32(layer):
             return (layer(inp, **extra) - layer.base_layer(inp)).float().numpy()
+
+    def expert_delta(self, layer, adapter: str) -> np.ndarray:
+        """ΔW (E, out, in) as PEFT's ParamWrapper computes it for its forward (scaling included), in float32: PEFT
+        casts it to the parameter's dtype, which for a bf16 checkpoint would round away what is being checked."""
+        import torch
+
+        base = layer.get_base_layer()
+        kept = dict(base._parameters)
+        param = kept.get(layer.parameter_name)
+        try:
+            if param is not None and is_stand_in(param):  # PEFT reads only its device and dtype
+                base._parameters[layer.parameter_name] = stand_in(param.shape, torch.float32)
+            with float32(layer):
+                return layer.get_delta_weight(adapter).float().numpy()
+        finally:
+            base._parameters.update(kept)
+
+    @contextlib.contextmanager
+    def _base_weights(self, layer, module: str, ids: np.ndarray | None):
+        """The base layer's parameters, read from the source for as long as the layer runs (lazy model only).
+        An embedding gets only the rows its probe ids look up: the rest stay untouched zero pages."""
+        import torch
+
+        base = layer.get_base_layer()
+        kept = dict(base._parameters)
+        try:
+            for pname, p in kept.items():
+                if p is not None and is_stand_in(p):
+                    value = self._read(f"{module}.{pname}", tuple(p.shape), ids if pname == "weight" else None)
+                    base._parameters[pname] = torch.nn.Parameter(torch.from_numpy(value), requires_grad=False)
+            yield
+        finally:
+            base._parameters.update(kept)
+
+    def _read(self, name: str, shape: tuple[int, ...], ids: np.ndarray | None) -> np.ndarray:
+        src = self._weights
+        if not src.has(name) and name == "lm_head.weight":
+            name = "model.embed_tokens.weight"  # tied
+        if not src.has(name):
+            raise LorapackError(f"the reference base has no tensor {name} for the layer PEFT adapts")
+        if tuple(src.shape(name)) != shape:
+            raise LorapackError(f"the reference base stores {name} as {list(src.shape(name))}, transformers' "
+                                f"model holds it as {list(shape)}")
+        if ids is None:
+            value = src.get(name)
+            return value if value.flags.writeable else value.copy()
+        value = np.zeros(shape, np.float32)  # calloc'd: rows never written take no memory
+        for row in np.unique(ids):
+            value[row] = src.get(name, slice(int(row), int(row) + 1))[0]
+        return value
 
     def invocation_tokens(self, adapter: str) -> list[int]:
         return list(getattr(self.model.peft_config[adapter], "alora_invocation_tokens", None) or [])
 
     def logits(self, ids: list[int], adapter: str | None) -> np.ndarray:
-        import contextlib
-
         import torch
+
+        if self._weights is not None:
+            raise RuntimeError("whole-model logits need the reference loaded with its weights (weights=None)")
 
         inp = torch.tensor([ids])
         off = adapter is None and hasattr(self.model, "disable_adapter")
@@ -231,31 +296,100 @@ class PeftReference:
 _ACTIVE = object()  # logits(): keep the adapters that are already active
 
 
+class SavedWeights(Mapping):
+    """HF weight name → a modules_to_save weight as float32 numpy, converted when asked for (not all at once)."""
+
+    def __init__(self, modules: dict[str, object]):
+        self._modules = modules
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._modules[name].weight.detach().float().numpy()
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+
 class float32:
-    """Evaluate a module in float32 and give it back its stored dtype (bf16 → f32 → bf16 is lossless)."""
+    """Evaluate a module in float32 and give it back its stored dtype (bf16 → f32 → bf16 is lossless). As
+    module.float(), but stand-ins stay as they are (lifting one would allocate the whole weight)."""
 
     def __init__(self, module):
-        self.module = module
-        self.dtypes = {n: p.dtype for n, p in module.named_parameters()}
+        self.tensors = [t for t in (*module.parameters(), *module.buffers())
+                        if t.is_floating_point() and not is_stand_in(t)]
+        self.dtypes = [t.dtype for t in self.tensors]
 
     def __enter__(self):
         import torch
 
-        if any(d != torch.float32 for d in self.dtypes.values()):
-            self.module.float()
+        for t in self.tensors:
+            t.data = t.data.float() if t.dtype != torch.float32 else t.data
 
     def __exit__(self, *exc):
-        for n, p in self.module.named_parameters():
-            if p.dtype != self.dtypes[n]:
-                p.data = p.data.to(self.dtypes[n])
+        for t, dtype in zip(self.tensors, self.dtypes):
+            if t.dtype != dtype:
+                t.data = t.data.to(dtype)
 
 
-def auto_class(base: Path):
+def stand_in(shape, dtype):
+    """A parameter of the given shape and dtype that takes no memory: one zero, broadcast (writing it fails)."""
+    import torch
+
+    return torch.nn.Parameter(torch.zeros((), dtype=dtype).expand(shape), requires_grad=False)
+
+
+def is_stand_in(t) -> bool:
+    return t.dim() > 0 and t.numel() > 1 and all(s == 0 for s in t.stride())
+
+
+def full_model(base: Path):
+    # stored precision (bf16 halves the memory); each layer is lifted to float32 when it is evaluated
+    # never checkpoint code, never a pickle (transformers would otherwise ask on stdin, or read a .bin)
+    return auto_class(base).from_pretrained(base, dtype="auto", trust_remote_code=False, use_safetensors=True)
+
+
+def empty_model(base: Path):
+    """The model's modules with a stand-in for every parameter (no memory, nothing read), in the dtype a full
+    load would give it; buffers such as Gemma's embedding scale are real, computed from the config. (Not the
+    meta device: PEFT places the adapters' weights on their base layer's device.)"""
+    import torch
+    from peft.utils.integrations import init_empty_weights
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base, trust_remote_code=False)
+    dtype = getattr(config, "dtype", None)
+    with init_empty_weights(include_buffers=False):
+        model = auto_class(base, config).from_config(
+            config, trust_remote_code=False, dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32)
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None and p.is_meta:
+                module._parameters[name] = stand_in(p.shape, p.dtype)
+    return model
+
+
+def make_real(model, adapter: Path) -> None:
+    """Zeros in place of the stand-ins an adapter's file overwrites (weights saved beside the LoRA tensors:
+    modules_to_save, save_embedding_layers): PEFT copies them into the model, which a stand-in refuses."""
+    import torch
+
+    modules = dict(model.named_modules())
+    for key in read_header(adapter / "adapter_model.safetensors"):
+        module, kind = split_key(key)
+        owner = modules.get(module.removesuffix(".base_layer"))
+        p = owner._parameters.get(kind) if owner is not None and not kind.startswith("lora_") else None
+        if p is not None and is_stand_in(p):
+            owner._parameters[kind] = torch.nn.Parameter(torch.zeros(p.shape, dtype=p.dtype), requires_grad=False)
+
+
+def auto_class(base: Path, config=None):
     """AutoModelForCausalLM, or for multimodal classes it does not list (Mistral3ForConditionalGeneration)
     AutoModelForImageTextToText; a text-only prompt runs through either."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    config = AutoConfig.from_pretrained(base, trust_remote_code=False)
+    config = config if config is not None else AutoConfig.from_pretrained(base, trust_remote_code=False)
     if type(config) in AutoModelForCausalLM._model_mapping or getattr(config, "vision_config", None) is None:
         return AutoModelForCausalLM
     return AutoModelForImageTextToText

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +48,52 @@ def validate(req: Request) -> Result:
     if not 1 <= req.probes <= MAX_PROBES:
         raise LorapackError(f"--probes must be from 1 to {MAX_PROBES}")
     source = Source(req.base)
-    ref = PeftReference(req.base, dict(req.adapters), background=True)  # loads while the base checks run
+    if req.end_to_end:
+        check_memory(end_to_end_bytes(source), "--end-to-end")
+    # loads while the base checks run; without --end-to-end, with no base weights (one layer's at a time)
+    ref = PeftReference(req.base, dict(req.adapters), background=True,
+                        weights=None if req.end_to_end else source)
     t1 = time.perf_counter()
     checks = check_artifact(req, source, ref, tols)
     t2 = time.perf_counter()
     # load_s: until the checks could start; checks_s includes whatever of the model load they waited for
     return Result(checks, {"load_s": round(t1 - t0, 3), "checks_s": round(t2 - t1, 3)})
+
+
+def end_to_end_bytes(source: Source) -> int:
+    """Memory --end-to-end needs: the PEFT model in its stored precision, lifted to float32 to run, and the model
+    rebuilt from the artifact in float32 with its state dict beside it."""
+    stored = sum(source.nbytes(n) for n in source.names())
+    params = sum(math.prod(source.shape(n)) for n in source.names())
+    return stored + 3 * 4 * params
+
+
+def check_memory(need: int, what: str) -> None:
+    """Refuse up front, not by an out-of-memory kill part way through."""
+    have = available_memory()
+    if have is not None and need > have:
+        raise LorapackError(f"{what} needs about {need / 2**30:.1f} GiB of memory; {have / 2**30:.1f} GiB is "
+                            "available", hint="validate without --end-to-end: every adapted layer and base tensor "
+                            "is still checked, one at a time, in little memory")
+
+
+def available_memory() -> int | None:
+    """MemAvailable, or less where a cgroup (a container, a CI job) caps this process."""
+    have = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                have = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            have = min(have or 1 << 62, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return have
 
 
 def check_artifact(req: Request, source: Source, ref: PeftReference, tols) -> list[Check]:
