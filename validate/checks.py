@@ -7,11 +7,15 @@ and lorapack's own metadata never decide them. Nothing here uses lorapack.conver
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lorapack.formats.safetensors import to_f32
 from lorapack.spec import keys, kinds, lora
 from lorapack.spec.arch import spec_of
 
@@ -22,7 +26,8 @@ from .names import TOWERS, Names
 from .reference import PeftReference, Source
 from .tolerances import Tol, for_type
 
-ROW_BLOCK = 16384
+BLOCK_VALUES = 1 << 20  # values per row block in the streamed comparisons: 4 MiB of float32, reused by malloc
+WORKERS = min(2, os.cpu_count() or 1)  # numpy, hashlib and reads release the GIL: two tensors at a time
 
 
 @dataclass
@@ -51,6 +56,27 @@ def rel_error(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     return rel, float(np.max(np.abs(diff))) if diff.size else 0.0
 
 
+class ErrorSum:
+    """‖got − want‖ / ‖want‖ and max |got − want|, summed over row blocks in float32 through BLAS (a float64
+    copy of a whole tensor would cost more memory traffic than the comparison itself)."""
+
+    def __init__(self):
+        self.sq_diff = self.sq_ref = self.max_abs = 0.0
+
+    def add(self, got: np.ndarray, want: np.ndarray) -> None:
+        diff, w = (got - want).ravel(), want.ravel()
+        self.sq_diff += float(np.dot(diff, diff))
+        self.sq_ref += float(np.dot(w, w))
+        if diff.size:  # a NaN makes sq_diff NaN, which fails every tolerance
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
+
+    @property
+    def rel(self) -> float:
+        if self.sq_ref:
+            return (self.sq_diff ** 0.5) / (self.sq_ref ** 0.5)
+        return 0.0 if self.sq_diff == 0 else float("inf")
+
+
 class Validator:
     def __init__(self, artifact: Artifact, source: Source, ref: PeftReference, adapters: dict[str, Path],
                  tols: dict[str, Tol], probes: int, seed: int):
@@ -64,21 +90,33 @@ class Validator:
         self.names = Names(self.arch, self.config, set(source.names()))
         self.probes, self.seed = probes, seed
         self.checks: list[Check] = []
+        self._sink = threading.local()
 
     def add(self, name: str, kind: str, value, tolerance, ok: bool) -> None:
-        self.checks.append(Check(name, kind, value, str(tolerance), bool(ok)))
+        sink = getattr(self._sink, "checks", self.checks)  # a worker's own list while it runs a job
+        sink.append(Check(name, kind, value, str(tolerance), bool(ok)))
 
     def run(self) -> list[Check]:
+        """The checks, in report order: structure, fingerprints, metadata, base tensors, adapters, merged. The
+        base tensors stream on WORKERS threads while this one runs the adapter checks (PEFT's forward)."""
         self.structure()
-        if self.art.base is not None:
-            self.metadata()
-            self.base_tensors()
-        self.names.add_present(self.ref.module_names())
-        for name, view in self.art.adapters.items():
-            if name in self.ref.layers:
-                self.adapter(name, view)
-        if self.art.kind == "merged":
-            self.merged()
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            base = []
+            if self.art.base is not None:
+                at = len(self.checks)
+                self.metadata()
+                base = self.base_tensors(pool)
+                at_base = len(self.checks)
+            self.names.add_present(self.ref.module_names())
+            for name, view in self.art.adapters.items():
+                if name in self.ref.layers:
+                    self.adapter(name, view)
+            if self.art.kind == "merged":
+                self.merged()
+            if self.art.base is not None:
+                self.checks[at_base:at_base] = [c for job in base for c in job.result()]
+                # after the base checks, which recorded the source's digests as they read it
+                self.checks[at:at] = self._collect(self.fingerprints, pool)
         return self.checks
 
     def probe(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -96,12 +134,10 @@ class Validator:
             self.add(f"adapter {n}", "structure", "missing from the artifact", "present", False)
         for n in sorted(present - given):
             self.add(f"adapter {n}", "structure", "in the artifact but not given", "given", False)
-        if self.art.base is not None:
-            self.fingerprints()
 
-    def fingerprints(self) -> None:
+    def fingerprints(self, pool: ThreadPoolExecutor) -> None:
         """The base fingerprint, recomputed here from the safetensors files, must be what every file records."""
-        want = source_fingerprint(self.src)
+        want = source_fingerprint(self.src, pool)
         files = [("base", self.art.base.typed(keys.FINGERPRINT, "str"))]
         files += [(f"adapter {n}", v.typed(keys.FINGERPRINT, "str")) for n, v in self.art.adapters.items()]
         for label, got in files:
@@ -165,12 +201,16 @@ class Validator:
 
     # --- base tensors --------------------------------------------------------------------------------------------
 
-    def base_tensors(self) -> None:
+    def base_tensors(self, pool: ThreadPoolExecutor) -> list[Future]:
+        """Every base tensor against its source, on the pool's threads (each tensor streams in small blocks);
+        the futures' check lists, in report order."""
         adapted = self.merged_modules() if self.art.kind == "merged" else set()
-        covered = set()
+        covered, jobs = set(), []
         for t in self.art.base_tensors():
             if (part := expert_checks.target(self.names, t.name)) is not None:
-                covered.update(self.compare_stack(t, part))
+                sources = expert_checks.source_names(part, t.shape[0] if len(t.shape) == 3 else 0)
+                covered.update(self.src.stored(n) for n in sources if self.src.has(n))
+                jobs.append((self.compare_stack, t, part))
                 continue
             mapped = self.names.module(t.name)
             if mapped is None:
@@ -181,16 +221,27 @@ class Validator:
             if module in adapted or (t.name == "output.weight" and not self.src.has("lm_head.weight")):
                 continue  # merged weights are checked against W + Σ s·ΔW below
             if src_name is None:
-                self.add(t.name, "base", "no source tensor", "present", False)
+                jobs.append((self.add, t.name, "base", "no source tensor", "present", False))
                 continue
             saved = [self.ref.saved[n] for n in self.merged_names if f"{module}.{suffix}" in self.ref.saved[n]]
             if saved:  # modules_to_save: the merged file carries the adapter's full weight
-                self.compare_full(self.art.base, t, module, saved[-1][f"{module}.{suffix}"], "merged")
+                jobs.append((self.compare_full, self.art.base, t, module, saved[-1][f"{module}.{suffix}"], "merged"))
                 continue
-            self.compare_base(t, module, src_name)
+            jobs.append((self.compare_base, t, module, src_name))
         for name in self.src.names():
             if name not in covered and not name.endswith("rotary_emb.inv_freq") and not name.startswith(TOWERS):
-                self.add(f"source tensor {name}", "structure", "missing from the artifact", "present", False)
+                jobs.append((self.add, f"source tensor {name}", "structure", "missing from the artifact", "present",
+                             False))
+        return [pool.submit(self._collect, *job) for job in jobs]
+
+    def _collect(self, fn, *args) -> list[Check]:
+        """The checks fn adds, kept apart (it runs on a worker thread) for the caller to append in order."""
+        self._sink.checks = out = []
+        try:
+            fn(*args)
+        finally:
+            del self._sink.checks
+        return out
 
     def source_name(self, module: str, suffix: str) -> str | None:
         name = f"{module}.{suffix}"
@@ -211,14 +262,14 @@ class Validator:
         rel, max_abs = rel_error(got, want[: got.shape[0]] + np.float32(norm_offset(self.names.spec, name)))
         self.add(t.name, kind, rel, tol, tol.ok(rel, max_abs))
 
-    def compare_stack(self, t, part: tuple) -> list[str]:
+    def compare_stack(self, t, part: tuple) -> None:
         """A stacked expert tensor (experts, out, in), expert by expert, against the checkpoint's own tensors
         (plus, in a merged file, Σ weight · PEFT's expert ΔW for its rows of the fused parameter)."""
         tol = for_type(self.tols, t.qtype.name)
         sources = expert_checks.source_names(part, t.shape[0] if len(t.shape) == 3 else 0)
         if not sources or not all(self.src.has(n) for n in sources):
             self.add(t.name, "base", "no source tensors", f"{part[0]}.N.{part[4]}.weight", False)
-            return []
+            return
         got = dequantize(self.art.base, t)
         want = np.stack([self.src.get(n) for n in sources])
         kind = "base"
@@ -233,12 +284,13 @@ class Validator:
         else:
             rel, max_abs = rel_error(got, want)
             self.add(t.name, kind, rel, tol, tol.ok(rel, max_abs))
-        return [self.src.stored(n) for n in sources]
 
     def compare_base(self, t, module: str, src_name: str) -> None:
         tol = for_type(self.tols, t.qtype.name)
         shape = self.src.shape(src_name)
         spec, role = self.names.spec, kinds.BIAS if t.name.endswith(".bias") else kinds.WEIGHT
+        per_block = max(1, BLOCK_VALUES // max(1, int(np.prod(shape[1:]))))
+        dtype = self.src.dtype(src_name)
         if whole_tensor(spec, self.config, t.name, role):  # small tensors (projections, conv kernels, A)
             try:
                 got = undo(spec, self.config, t.name, role, dequantize(self.art.base, t))
@@ -247,25 +299,28 @@ class Validator:
             if got is None or got.shape != shape:
                 self.add(t.name, "base", f"shape {list(t.shape)}", f"{list(shape)}", False)
                 return
-            rel, max_abs = rel_error(got, self.src.get(src_name))
-            self.add(t.name, "base", rel, tol, tol.ok(rel, max_abs))
+            error = ErrorSum()
+            if not shape:  # a scalar
+                error.add(got, self.src.get(src_name))
+            else:
+                want = np.empty(shape, np.float32)
+                for rows, raw in self.src.blocks(src_name, per_block):  # the fingerprint's digest on the way
+                    to_f32(raw, dtype, want[rows])
+                for start in range(0, shape[0], per_block):
+                    error.add(got[start:start + per_block], want[start:start + per_block])
+            self.add(t.name, "base", error.rel, tol, tol.ok(error.rel, error.max_abs))
             return
         if t.shape[1:] != shape[1:] or t.shape[0] > shape[0]:
             self.add(t.name, "base", f"shape {list(t.shape)}", f"{list(shape)}", False)
             return
         offset = np.float32(norm_offset(spec, t.name, role))
-        sq_diff = sq_ref = max_abs = 0.0
-        for start in range(0, t.shape[0], ROW_BLOCK):  # embeddings are large: compare in row blocks
-            rows = slice(start, min(start + ROW_BLOCK, t.shape[0]))
-            got = dequantize(self.art.base, t, rows)
-            want = self.src.get(src_name, rows) + offset
-            diff = (got - want).ravel()
-            # sums of squares through BLAS (float64 accumulators would double the memory traffic here)
-            sq_diff += float(np.dot(diff, diff))
-            sq_ref += float(np.dot(want.ravel(), want.ravel()))
-            max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)  # NaN sinks rel below
-        rel = (sq_diff ** 0.5) / (sq_ref ** 0.5) if sq_ref else (0.0 if sq_diff == 0 else float("inf"))
-        self.add(t.name, "base", rel, tol, tol.ok(rel, max_abs))
+        error = ErrorSum()
+        for rows, raw in self.src.blocks(src_name, per_block):
+            if rows.start >= t.shape[0]:
+                continue  # rows llama.cpp trims (unused vocabulary): hashed, not compared
+            rows = slice(rows.start, min(rows.stop, t.shape[0]))
+            error.add(dequantize(self.art.base, t, rows), to_f32(raw[: rows.stop - rows.start], dtype) + offset)
+        self.add(t.name, "base", error.rel, tol, tol.ok(error.rel, error.max_abs))
 
     # --- adapters ------------------------------------------------------------------------------------------------
 
@@ -457,13 +512,10 @@ class Validator:
         self.add(f"{t.name} (adapter delta)", "merged", rel, part_tol, part_tol.ok(rel, max_abs))
 
 
-def source_fingerprint(src: Source) -> str:
-    """The documented base fingerprint, recomputed from the safetensors files (docs/combined-format.md)."""
-    lines = []
-    for name in sorted(src.names()):
-        h = hashlib.sha256()
-        for start, stop in src.row_chunks(name):  # a 128k-row embedding is hashed in pieces, not read whole
-            h.update(src.raw(name, slice(start, stop)))
-        digest = h.hexdigest()
-        lines.append(f"{name}|{src.dtype(name)}|{list(src.shape(name))}|{digest}\n")
+def source_fingerprint(src: Source, pool: ThreadPoolExecutor | None = None) -> str:
+    """The documented base fingerprint, recomputed from the safetensors files (docs/combined-format.md). Digests
+    the base checks already recorded are reused; the rest are read here, on the pool's threads."""
+    names = sorted(src.names())
+    digests = list(pool.map(src.digest, names)) if pool is not None else [src.digest(n) for n in names]
+    lines = [f"{name}|{src.dtype(name)}|{list(src.shape(name))}|{digest}\n" for name, digest in zip(names, digests)]
     return hashlib.sha256("".join(lines).encode()).hexdigest()

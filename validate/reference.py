@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +17,7 @@ from lorapack.errors import AdapterError, CheckpointError, LorapackError
 from lorapack.formats.hfconfig import check_config
 from lorapack.formats.jsonfile import read_json
 from lorapack.formats.peft_config import check_adapter_config, resolved_config, saved_modules, split_key
-from lorapack.formats.safetensors import TensorRef, read_header, to_f32
+from lorapack.formats.safetensors import DTYPES, TensorRef, read_header, to_f32
 
 from .names import canonical
 
@@ -40,6 +41,7 @@ class Source:
                 self._refs[name] = ref
         # the text model's names (model.layers.N…) → the checkpoint's (language_model.model.layers.N… when nested)
         self._stored = {canonical(n): n for n in self._refs}
+        self._digests: dict[str, str] = {}  # stored name → sha256 of its bytes, recorded by a full read
 
     def names(self) -> list[str]:
         """As stored in the checkpoint."""
@@ -64,16 +66,41 @@ class Source:
     def _ref(self, name: str) -> TensorRef:
         return self._refs[self.stored(name) or name]
 
-    def row_chunks(self, name: str) -> list[tuple[int, int]]:
-        return self._ref(name).row_chunks()
-
     def raw(self, name: str, rows: slice | None = None) -> bytes:
         return self._ref(name).read_bytes(*self._span(name, rows))
 
-    def get(self, name: str, rows: slice | None = None) -> np.ndarray:
-        """float32 values in numpy order (rows: only those rows)."""
+    def get(self, name: str, rows: slice | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 values in numpy order (rows: only those rows; out: the whole tensor into this float32 array,
+        read in pieces that malloc reuses, where one fresh buffer of its size would be page-faulted in)."""
         ref = self._ref(name)
-        return to_f32(ref.read_raw(*self._span(name, rows)), ref.dtype).astype(np.float32, copy=False)
+        if out is not None and rows is None and ref.shape:
+            for start, stop in ref.row_chunks():
+                to_f32(ref.read_raw(start, stop), ref.dtype, out[start:stop])
+            return out
+        return to_f32(ref.read_raw(*self._span(name, rows)), ref.dtype, out).astype(np.float32, copy=False)
+
+    def blocks(self, name: str, rows_per_block: int):
+        """(rows, raw values) of the whole tensor in order, each byte read once; the bytes' sha256 is recorded
+        on the way for the fingerprint, so the base checks and the fingerprint share one read."""
+        ref = self._ref(name)
+        h = hashlib.sha256() if ref.name not in self._digests else None
+        for start in range(0, ref.rows, rows_per_block):
+            stop = min(start + rows_per_block, ref.rows)
+            buf = ref.read_bytes(start, stop)
+            if h is not None:
+                h.update(buf)
+            shape = (stop - start, *ref.shape[1:]) if ref.shape else ()
+            yield slice(start, stop), np.frombuffer(buf, dtype=DTYPES[ref.dtype]).reshape(shape)
+        if h is not None:
+            self._digests[ref.name] = h.hexdigest()
+
+    def digest(self, name: str) -> str:
+        """sha256 of the tensor's stored bytes (read now unless a full read already recorded it)."""
+        ref = self._ref(name)
+        if ref.name not in self._digests:
+            for _ in self.blocks(name, max(1, ref.rows_per(16 << 20))):
+                pass
+        return self._digests[ref.name]
 
     def _span(self, name: str, rows: slice | None) -> tuple[int, int]:
         ref = self._ref(name)
@@ -92,6 +119,7 @@ class PeftReference:
         loads the adapters as usual) and read an adapted layer's base weight from this source just while that
         layer runs, so memory does not grow with the model. Whole-model logits need weights=None."""
         self._weights = weights
+        self._scratch: dict[str, np.ndarray] = {}  # parameter name → a buffer reused layer after layer
         # the adapters' files are checked (and their configs resolved) before torch is even imported
         tmp = tempfile.TemporaryDirectory(prefix="lorapack-ref-")
         try:
@@ -123,12 +151,13 @@ class PeftReference:
         torch.set_grad_enabled(False)  # thread-local: the loader's setting does not reach the caller's thread
 
     def __getattr__(self, name: str):
-        """The model's attributes (model, layers, saved, names) exist once the loader is done: wait for it."""
+        """The model's attributes (model, layers, saved, names) are published whole when the loader is done:
+        every access waits for it (a join once it has finished costs nothing)."""
         if name.startswith("_"):
             raise AttributeError(name)
         self._wait()
         try:
-            return self.__dict__[name]
+            return self.__dict__["_loaded"][name]
         except KeyError:
             raise AttributeError(name) from None
 
@@ -145,35 +174,24 @@ class PeftReference:
             model = empty_model(base) if lazy else full_model(base)
         except Exception as e:
             raise LorapackError(f"cannot load the reference base {base} with transformers ({e})") from None
-        self.names = list(adapters)
+        names = list(adapters)
         if not adapters:
-            self.model, self.layers, self.saved = model.eval(), {}, {}
+            self._loaded = {"names": names, "model": model.eval(), "layers": {}, "saved": {}}
             return
-        first, *rest = self.names
+        first, *rest = names
         for path in adapters.values():
             align_names(path, model)
             if lazy:
                 make_real(model, path)
         try:
-            self.model = PeftModel.from_pretrained(model, adapters[first], adapter_name=first).eval()
+            peft_model = PeftModel.from_pretrained(model, adapters[first], adapter_name=first).eval()
             for n in rest:
-                self.model.load_adapter(adapters[n], adapter_name=n)
+                peft_model.load_adapter(adapters[n], adapter_name=n)
         except Exception as e:
             raise LorapackError(f"cannot load the reference adapters with PEFT ({e})") from None
-        self.layers = self._lora_layers()
-        self.saved = self._modules_to_save()
-
-    def _lora_layers(self) -> dict[str, dict[str, object]]:
-        """adapter name → {module name in the text model's terms (names.canonical) → LoraLayer holding it}."""
-        from peft.tuners.lora import LoraLayer
-
-        out: dict[str, dict[str, object]] = {n: {} for n in self.names}
-        for name, module in self.model.base_model.model.named_modules():
-            if isinstance(module, LoraLayer):
-                for n in self.names:
-                    if n in module.lora_A or n in module.lora_embedding_A:
-                        out[n][canonical(name)] = module
-        return out
+        peft_model.requires_grad_(False)  # no autograd graph, whichever thread runs it
+        self._loaded = {"names": names, "model": peft_model, "layers": lora_layers(peft_model, names),
+                        "saved": modules_to_save(peft_model, names)}
 
     def module_names(self) -> set[str]:
         """Every module of the (unwrapped) model, in the text model's terms."""
@@ -185,18 +203,6 @@ class PeftReference:
         if getattr(self, "_active", None) != adapter:
             self.model.base_model.set_adapter(adapter)
             self._active = adapter
-
-    def _modules_to_save(self) -> dict[str, SavedWeights]:
-        """adapter name → {HF weight name → the full weight PEFT uses instead of the base one}."""
-        from peft.utils import ModulesToSaveWrapper
-
-        out: dict[str, dict[str, object]] = {n: {} for n in self.names}
-        for name, module in self.model.base_model.model.named_modules():
-            if isinstance(module, ModulesToSaveWrapper):
-                for n in self.names:
-                    if n in module.modules_to_save:
-                        out[n][f"{canonical(name)}.weight"] = module.modules_to_save[n]
-        return {n: SavedWeights(modules) for n, modules in out.items()}
 
     def contribution(self, adapter: str, module: str, x: np.ndarray) -> np.ndarray:
         """What the adapter adds at `module` for input x: PEFT's layer forward with the adapter active, minus
@@ -239,13 +245,14 @@ class PeftReference:
         try:
             for pname, p in kept.items():
                 if p is not None and is_stand_in(p):
-                    value = self._read(f"{module}.{pname}", tuple(p.shape), ids if pname == "weight" else None)
+                    value = self._read(f"{module}.{pname}", tuple(p.shape), ids if pname == "weight" else None,
+                                       pname)
                     base._parameters[pname] = torch.nn.Parameter(torch.from_numpy(value), requires_grad=False)
             yield
         finally:
             base._parameters.update(kept)
 
-    def _read(self, name: str, shape: tuple[int, ...], ids: np.ndarray | None) -> np.ndarray:
+    def _read(self, name: str, shape: tuple[int, ...], ids: np.ndarray | None, slot: str) -> np.ndarray:
         src = self._weights
         if not src.has(name) and name == "lm_head.weight":
             name = "model.embed_tokens.weight"  # tied
@@ -254,9 +261,11 @@ class PeftReference:
         if tuple(src.shape(name)) != shape:
             raise LorapackError(f"the reference base stores {name} as {list(src.shape(name))}, transformers' "
                                 f"model holds it as {list(shape)}")
-        if ids is None:
-            value = src.get(name)
-            return value if value.flags.writeable else value.copy()
+        if ids is None:  # into one reused buffer: fresh pages for every weight would cost more than reading it
+            n = int(np.prod(shape))
+            if self._scratch.get(slot, np.empty(0)).size < n:
+                self._scratch[slot] = np.empty(n, np.float32)
+            return src.get(name, out=self._scratch[slot][:n].reshape(shape))
         value = np.zeros(shape, np.float32)  # calloc'd: rows never written take no memory
         for row in np.unique(ids):
             value[row] = src.get(name, slice(int(row), int(row) + 1))[0]
@@ -294,6 +303,32 @@ class PeftReference:
 
 
 _ACTIVE = object()  # logits(): keep the adapters that are already active
+
+
+def lora_layers(model, names: list[str]) -> dict[str, dict[str, object]]:
+    """adapter name → {module name in the text model's terms (names.canonical) → LoraLayer holding it}."""
+    from peft.tuners.lora import LoraLayer
+
+    out: dict[str, dict[str, object]] = {n: {} for n in names}
+    for name, module in model.base_model.model.named_modules():
+        if isinstance(module, LoraLayer):
+            for n in names:
+                if n in module.lora_A or n in module.lora_embedding_A:
+                    out[n][canonical(name)] = module
+    return out
+
+
+def modules_to_save(model, names: list[str]) -> dict[str, SavedWeights]:
+    """adapter name → {HF weight name → the full weight PEFT uses instead of the base one}."""
+    from peft.utils import ModulesToSaveWrapper
+
+    out: dict[str, dict[str, object]] = {n: {} for n in names}
+    for name, module in model.base_model.model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            for n in names:
+                if n in module.modules_to_save:
+                    out[n][f"{canonical(name)}.weight"] = module.modules_to_save[n]
+    return {n: SavedWeights(modules) for n, modules in out.items()}
 
 
 class SavedWeights(Mapping):
