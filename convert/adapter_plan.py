@@ -10,7 +10,7 @@ from gguf import GGUFValueType as VT
 from gguf import Keys
 
 from lorapack.spec import keys, kinds
-from lorapack.spec.plan import KV, Plan, PlannedTensor, array, f32, string, u32
+from lorapack.spec.plan import KV, Later, Plan, PlannedTensor, array, f32, string, u32
 from lorapack.spec.types import stored_type
 
 from .base import BaseModel, general_keys
@@ -50,7 +50,7 @@ def lora_tensors(model: BaseModel, adapter: Adapter, outtype: QT, folds: dict[st
     return out
 
 
-def adapter_kv(adapter: Adapter, alpha: float, folded: bool, fingerprint: str) -> list[KV]:
+def adapter_kv(adapter: Adapter, alpha: float, folded: bool, fingerprint: str | Later) -> list[KV]:
     return [
         string(Keys.Adapter.TYPE, "lora"),
         f32(Keys.Adapter.LORA_ALPHA, alpha),
@@ -77,6 +77,6 @@ def adapter_plan(adapter: Adapter, model: BaseModel, outtype: QT) -> Plan:
     plan = Plan()
     general = general_keys(model, "adapter")
     plan.add(general[0], general[1], string(Keys.General.NAME, adapter.name))
-    plan.add(*adapter_kv(adapter, alpha, folded, model.ckpt.fingerprint()))
+    plan.add(*adapter_kv(adapter, alpha, folded, Later(64, model.ckpt.fingerprint)))
     plan.tensors = lora_tensors(model, adapter, outtype, folds)
     return plan

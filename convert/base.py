@@ -11,7 +11,7 @@ from gguf import GGML_QUANT_VERSION, Keys
 from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import CheckpointError
-from lorapack.formats.safetensors import TensorRef
+from lorapack.formats.safetensors import TensorRef, to_f32
 from lorapack.spec import kinds
 from lorapack.spec.arch import Spec, is_tower, spec_for
 from lorapack.spec.hparams import HParams, flatten
@@ -188,6 +188,14 @@ def planned(model: BaseModel, name: str, hf_name: str, ref: TensorRef, outtype: 
     return PlannedTensor(name, shape, qtype, produce, hf_name, chunks, encoded)
 
 
+def read(model: BaseModel, ref: TensorRef, start: int, stop: int) -> np.ndarray:
+    """Rows of a source tensor as stored; the checkpoint's fingerprint takes its digest from these bytes."""
+    raw = ref.read_raw(start, stop)
+    if model.ckpt.hashes is not None:
+        model.ckpt.hashes.saw(ref, start, stop, raw)
+    return raw
+
+
 def _role(name: str) -> str:
     return kinds.BIAS if name.endswith(".bias") else kinds.WEIGHT
 
@@ -201,11 +209,12 @@ def _producer(model: BaseModel, name: str, ref: TensorRef, shape: tuple[int, ...
     direct = direct_encoder(ref.dtype, qtype) if plain and delta is None else None
 
     def rows(start: int, stop: int) -> np.ndarray:
+        raw = read(model, ref, start, stop)
         if direct is not None:
-            return direct(ref.read_raw(start, stop))
+            return direct(raw)
         # llama.cpp works in the source precision for F16/F32 and in F32 for everything else;
         # a merge is computed in float32 and cast once
-        v = ref.read_raw(start, stop) if ref.dtype == "F16" and delta is None else ref.read_f32(start, stop)
+        v = raw if ref.dtype == "F16" and delta is None else to_f32(raw, ref.dtype)
         if delta is not None:
             v = v + delta(start, stop)
         return forward_rows(model, name, role, v)
@@ -232,9 +241,11 @@ def planned_stack(model: BaseModel, stacked: str, refs: list[TensorRef], outtype
     direct = direct_encoder(refs[0].dtype, qtype) if delta is None else None
 
     def produce() -> np.ndarray:
+        raws = [read(model, r, 0, r.rows) for r in refs]
         if direct is not None:
-            return stack_experts([direct(r.read_raw()) for r in refs])
-        v = stack_experts([r.read_raw() if r.dtype == "F16" and delta is None else r.read_f32() for r in refs])
+            return stack_experts([direct(raw) for raw in raws])
+        v = stack_experts([raw if r.dtype == "F16" and delta is None else to_f32(raw, r.dtype)
+                           for r, raw in zip(refs, raws)])
         return v + delta(0, shape[0]) if delta is not None else v
 
     return PlannedTensor(name, shape, qtype, produce, stacked, None, direct is not None)

@@ -74,7 +74,10 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
     outtype = parse_outtype(req.outtype)
     adapter_outtype = parse_outtype(req.adapter_outtype, ADAPTER_OUTTYPES)
     model = resolve(load_checkpoint(req.base))
-    model.ckpt.start_fingerprint()
+    if req.adapters_only:
+        model.ckpt.start_fingerprint()  # no base is converted: hash the source now, in the background
+    elif not req.dry_run:
+        model.ckpt.stream_hashes()  # digests from the conversion's own reads; the files get it at their end
     adapters, problems = [], []
     for name, path in named:
         try:

@@ -17,7 +17,7 @@ from lorapack.convert.peft import Adapter, LoraModule
 from lorapack.convert.transforms import expert_factors, forward
 from lorapack.errors import LorapackError
 from lorapack.spec import keys, kinds, lora
-from lorapack.spec.plan import Plan, PlannedTensor, array, string
+from lorapack.spec.plan import Later, Plan, PlannedTensor, array, string
 
 from .gguf_io import write_plan
 
@@ -51,7 +51,8 @@ def tied(model: BaseModel) -> bool:
 
 
 def with_fingerprint(plan: Plan, model: BaseModel) -> Plan:
-    plan.add(string(keys.FINGERPRINT, model.ckpt.fingerprint()))
+    """The source fingerprint, filled in once the file's tensors are written (hashing overlaps converting)."""
+    plan.add(string(keys.FINGERPRINT, Later(64, model.ckpt.fingerprint)))
     return plan
 
 

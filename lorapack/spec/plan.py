@@ -36,7 +36,23 @@ def f32(key: str, v: float) -> KV:
 
 
 def string(key: str, v: str) -> KV:
-    return KV(key, VT.STRING, str(v))
+    return KV(key, VT.STRING, v if isinstance(v, Later) else str(v))
+
+
+class Later(str):
+    """A string value known only once the tensors are written (the source fingerprint, hashed while they
+    convert): the header holds a placeholder of the final length, which the writer overwrites in place."""
+
+    def __new__(cls, length: int, get: Callable[[], str]):
+        obj = super().__new__(cls, "0" * length)
+        obj.get = get
+        return obj
+
+    def resolve(self) -> str:
+        value = self.get()
+        if len(value.encode()) != len(self):
+            raise ValueError(f"a deferred value of {len(value)} characters where {len(self)} were reserved")
+        return value
 
 
 def boolean(key: str, v: bool) -> KV:

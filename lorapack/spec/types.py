@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, LlamaFileType, quants
@@ -87,13 +88,38 @@ def _bf16_table(qtype: QT) -> np.ndarray:
 
 def direct_encoder(src_dtype: str, qtype: QT):
     """A function raw source values → stored values, when the conversion needs no arithmetic; else None."""
-    if src_dtype == "BF16" and qtype in (QT.F16, QT.BF16):
+    if src_dtype == "BF16" and qtype == QT.F16:
+        return _bf16_to_f16
+    if src_dtype == "BF16" and qtype == QT.BF16:
         table = _bf16_table(qtype)
-        view = np.float16 if qtype == QT.F16 else np.uint16
-        return lambda raw: _lookup(table, raw).view(view)
+        return lambda raw: _lookup(table, raw)
     if (src_dtype, qtype) in (("F16", QT.F16), ("F32", QT.F32)):
         return lambda raw: raw
     return None
+
+
+def _bf16_to_f16(raw: np.ndarray) -> np.ndarray:
+    """bf16 bits → f16 values, bit for bit what bf16 → f32 → f16 (numpy, round to nearest even) gives for
+    every finite value (tests/test_ggml_quant.py checks all 65536; a non-finite result is refused by the writer
+    either way). Large blocks go through torch's vectorised, threaded cast: ~4x faster than the lookup."""
+    if raw.size >= (1 << 20) and (torch := _torch()) is not None:
+        out = np.empty(raw.shape, np.float16)
+        with warnings.catch_warnings():  # raw is a read-only view of the bytes read; torch only reads it
+            warnings.simplefilter("ignore", UserWarning)
+            src = torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
+        torch.from_numpy(out).copy_(src)
+        return out
+    return _lookup(_bf16_table(QT.F16), raw).view(np.float16)
+
+
+@functools.cache
+def _torch():
+    """torch, imported the first time a large tensor needs it (a small build never pays for the import)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 _POOL = None
