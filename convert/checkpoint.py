@@ -158,34 +158,40 @@ class StreamHashes:
     def __init__(self):
         self._open: dict[str, tuple[Any, int]] = {}  # tensor → (sha256 so far, next row expected)
         self._done: dict[str, str] = {}
-        self._finished = False
+        self._finished = self._failed = False
+        self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=8)  # blocks of bytes waiting to be hashed
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def saw(self, ref: TensorRef, start: int, stop: int, data) -> None:
         """The converter read rows [start, stop) of ref as `data` (its raw bytes)."""
-        h, expect = self._open.get(ref.name, (None, 0))
-        if self._finished or ref.name in self._done or start != expect:
-            self._open.pop(ref.name, None)  # not a front-to-back read: hashed later, from the file
-            return
-        if h is None:
-            h = hashlib.sha256()
-        stop = min(stop, ref.rows)
-        self._open[ref.name] = (h, stop)
-        self._queue.put((h, data, ref.name if stop == ref.rows else None))
+        with self._lock:  # two producers may read the same tensor (a tied output): neither then counts
+            h, expect = self._open.get(ref.name, (None, 0))
+            if self._finished or self._failed or ref.name in self._done or start != expect:
+                self._open.pop(ref.name, None)  # not a front-to-back read: hashed later, from the file
+                return
+            h = h if h is not None else hashlib.sha256()
+            stop = min(stop, ref.rows)
+            self._open[ref.name] = (h, stop)
+            self._queue.put((h, data, ref.name if stop == ref.rows else None))
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             h, data, last = item
-            h.update(data)
-            if last is not None:
-                self._done[last] = h.hexdigest()
-                self._open.pop(last, None)
+            if self._failed:
+                continue  # keep draining, so no producer blocks on a full queue
+            try:
+                h.update(data)
+                if last is not None:
+                    self._done[last] = h.hexdigest()
+            except BaseException:  # the fingerprint then hashes every tensor from the file
+                self._failed = True
 
     def finish(self) -> dict[str, str]:
         """Digests of the tensors read whole (waits for the hashing thread); later reads are not hashed."""
-        self._finished = True
+        with self._lock:
+            self._finished = True
         self._queue.put(None)
         self._thread.join()
-        return dict(self._done)
+        return {} if self._failed else dict(self._done)

@@ -1,17 +1,18 @@
 """A streaming GGUF v3 writer: header, metadata and tensor infos first, then each tensor as it is produced.
 
 Sizes and offsets follow from the plan's shapes and types, so the header is complete before any tensor data is
-read; each tensor is produced, encoded, written and released in turn, and peak memory is one tensor.
+read (values known only later, such as the source fingerprint, are patched in at the end); tensors are produced
+and encoded ahead of the writer by two threads, within a byte bound, so peak memory is a few 16 MiB pieces (or,
+for tensors produced whole, about three tensors).
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import errno
 import itertools
 import mmap
 import os
-import queue
 import struct
 import threading
 from pathlib import Path
@@ -97,8 +98,8 @@ def write_plan(path: Path, plan: Plan, progress: Callable[[int], None] | None = 
     with DirectFile(path) as f:
         later = _write_header(f, plan, placed)
         # producers take tensors in turn (0, 2, 4… and 1, 3, 5…), each reading its tensor front to back
-        queues = [queue.Queue(maxsize=AHEAD) for _ in range(PRODUCERS)]
         stop = threading.Event()
+        queues = [_Pieces(AHEAD, stop) for _ in range(PRODUCERS)]
         producers = [threading.Thread(target=_produce_all, args=(placed[k::PRODUCERS], q, stop), daemon=True)
                      for k, q in enumerate(queues)]
         for p in producers:
@@ -117,11 +118,9 @@ def write_plan(path: Path, plan: Plan, progress: Callable[[int], None] | None = 
                 if progress:
                     progress(size)
         finally:
-            stop.set()
-            for p, q in zip(producers, queues):
-                while p.is_alive():  # unblock a producer waiting on a full queue
-                    with contextlib.suppress(queue.Empty):
-                        q.get(timeout=0.05)
+            stop.set()  # a producer waiting for room gives up; one part way through a tensor stops after it
+            for p in producers:
+                p.join()
         f.finish()
         for offset, value in later:  # values known only now (the source fingerprint)
             f.patch(value.resolve().encode(), offset)
@@ -156,11 +155,11 @@ class DirectFile:
 
     def write(self, data) -> None:
         data = memoryview(data).cast("B")
-        if self.buf is None:
-            self._write_all(self.fd, data, self.pos)
-            self.pos += len(data)
-            return
         while len(data):
+            if self.buf is None:  # ordinary writes (O_DIRECT refused, at open or at a write)
+                self._write_all(self.fd, data, self.pos)
+                self.pos += len(data)
+                return
             n = min(len(data), self.BLOCK - self.fill)
             self.buf[self.fill:self.fill + n] = data[:n]
             self.fill += n
@@ -169,13 +168,17 @@ class DirectFile:
                 self._flush_block()
 
     def _flush_block(self) -> None:
+        block = memoryview(self.buf)
         try:
-            self._write_all(self.direct, memoryview(self.buf), self.pos)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            self._write_all(self.fd, memoryview(self.buf), self.pos)  # refused at write time: buffered from here
-            self._close_direct()
+            try:
+                self._write_all(self.direct, block, self.pos)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self._write_all(self.fd, block, self.pos)  # refused at write time: ordinary writes from here
+                self._drop_direct()
+        finally:
+            block.release()
         self.pos += self.BLOCK
         self.fill = 0
 
@@ -188,54 +191,93 @@ class DirectFile:
     def finish(self) -> None:
         """Write what is staged; later writes (patch) are ordinary ones."""
         if self.buf is not None and self.fill:
-            self._write_all(self.fd, memoryview(self.buf)[: self.fill], self.pos)
+            tail = memoryview(self.buf)[: self.fill]
+            try:
+                self._write_all(self.fd, tail, self.pos)
+            finally:
+                tail.release()
             self.pos += self.fill
             self.fill = 0
-        self._close_direct()
+        self._drop_direct()
 
     def patch(self, data: bytes, offset: int) -> None:
         self._write_all(self.fd, memoryview(data), offset)
 
-    def _close_direct(self) -> None:
-        if self.direct is not None:
-            os.close(self.direct)
-            self.direct = None
-        if self.buf is not None:
-            buf, self.buf = self.buf, None
-            buf.close()
+    def _drop_direct(self) -> None:
+        """Close the O_DIRECT descriptor; the staging map is left to the garbage collector (closing it while a
+        traceback still holds a view of it would raise, hiding the error being reported)."""
+        direct, self.direct, self.buf = self.direct, None, None
+        if direct is not None:
+            os.close(direct)
 
     def close(self) -> None:
-        self._close_direct()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        try:
+            self._drop_direct()
+        finally:
+            fd, self.fd = self.fd, None
+            if fd is not None:
+                os.close(fd)
 
 
-AHEAD = 2  # encoded pieces queued per producer (16 MiB each for large tensors)
+class _Pieces:
+    """One producer's encoded pieces on their way to the writer, bounded by bytes (one piece, however large,
+    is always allowed, so a tensor bigger than the bound still passes, alone)."""
+
+    def __init__(self, limit: int, stop: threading.Event):
+        self.items: collections.deque = collections.deque()
+        self.bytes, self.limit, self.stop = 0, limit, stop
+        self.cond = threading.Condition()
+
+    def wait_room(self, n: int) -> None:
+        """Block until n more bytes fit (or the queue is empty): called before producing a whole tensor too, so
+        a producer never holds one tensor queued and another in hand beyond the bound."""
+        with self.cond:
+            while self.bytes and self.bytes + n > self.limit and not self.stop.is_set():
+                self.cond.wait(0.1)
+
+    def put(self, item, n: int = 0) -> None:
+        self.wait_room(n)
+        with self.cond:
+            self.items.append((item, n))
+            self.bytes += n
+            self.cond.notify_all()
+
+    def get(self):
+        with self.cond:
+            while not self.items:
+                self.cond.wait()
+            item, n = self.items.popleft()
+            self.bytes -= n
+            self.cond.notify_all()
+            return item
+
+
+AHEAD = 32 << 20  # bytes of encoded pieces queued per producer (pieces of large tensors are 16 MiB)
 # converting (reading, casting, hashing for the fingerprint, checking) costs more CPU than writing: one
 # producer per core, up to two (each holds one tensor's pieces, so memory stays a few pieces per producer)
 PRODUCERS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 _END = object()  # after a tensor's last piece
 
 
-def _produce_all(placed, pieces: queue.Queue, stop: threading.Event) -> None:
+def _produce_all(placed, pieces: _Pieces, stop: threading.Event) -> None:
     try:
-        for t, _, _ in placed:
-            for data in _encoded_pieces(t):
+        for t, _, size in placed:
+            for data in _encoded_pieces(t, lambda n=size: pieces.wait_room(n)):
                 if stop.is_set():
                     return
-                pieces.put(data)
+                pieces.put(data, data.nbytes)
             pieces.put(_END)
     except BaseException as e:  # raised again by the writer, in its thread
         pieces.put(e)
 
 
-def _encoded_pieces(t: PlannedTensor) -> Iterator[np.ndarray]:
-    """The tensor's stored bytes: row blocks for large row-local tensors, else the whole; block types are
-    row-local, so row blocks encode independently."""
+def _encoded_pieces(t: PlannedTensor, before_whole: Callable[[], None]) -> Iterator[np.ndarray]:
+    """The tensor's stored bytes: row blocks for large row-local tensors, else the whole (produced only once
+    before_whole() says there is room for it); block types are row-local, so row blocks encode independently."""
     if t.chunks is not None:
         values_iter = t.chunks()
     else:
+        before_whole()
         values = t.produce()
         if not t.encoded and tuple(values.shape) != tuple(t.shape):
             raise LorapackError(f"{t.name}: produced shape {values.shape} but planned {t.shape}")

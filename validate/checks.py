@@ -101,22 +101,29 @@ class Validator:
         base tensors stream on WORKERS threads while this one runs the adapter checks (PEFT's forward)."""
         self.structure()
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            base = []
-            if self.art.base is not None:
-                at = len(self.checks)
-                self.metadata()
-                base = self.base_tensors(pool)
-                at_base = len(self.checks)
-            self.names.add_present(self.ref.module_names())
-            for name, view in self.art.adapters.items():
-                if name in self.ref.layers:
-                    self.adapter(name, view)
-            if self.art.kind == "merged":
-                self.merged()
-            if self.art.base is not None:
-                self.checks[at_base:at_base] = [c for job in base for c in job.result()]
-                # after the base checks, which recorded the source's digests as they read it
-                self.checks[at:at] = self._collect(self.fingerprints, pool)
+            try:
+                return self._run(pool)
+            except BaseException:  # an error or Ctrl-C: do not read on through the queued base tensors
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _run(self, pool: ThreadPoolExecutor) -> list[Check]:
+        base = []
+        if self.art.base is not None:
+            at = len(self.checks)
+            self.metadata()
+            base = self.base_tensors(pool)
+            at_base = len(self.checks)
+        self.names.add_present(self.ref.module_names())
+        for name, view in self.art.adapters.items():
+            if name in self.ref.layers:
+                self.adapter(name, view)
+        if self.art.kind == "merged":
+            self.merged()
+        if self.art.base is not None:
+            self.checks[at_base:at_base] = [c for job in base for c in job.result()]
+            # after the base checks, which recorded the source's digests as they read it
+            self.checks[at:at] = self._collect(self.fingerprints, pool)
         return self.checks
 
     def probe(self, key: str, shape: tuple[int, ...]) -> np.ndarray:

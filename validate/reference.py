@@ -120,6 +120,7 @@ class PeftReference:
         layer runs, so memory does not grow with the model. Whole-model logits need weights=None."""
         self._weights = weights
         self._scratch: dict[str, np.ndarray] = {}  # parameter name → a buffer reused layer after layer
+        self._lock = threading.RLock()  # the model's parameters are swapped while a layer runs: one at a time
         # the adapters' files are checked (and their configs resolved) before torch is even imported
         tmp = tempfile.TemporaryDirectory(prefix="lorapack-ref-")
         try:
@@ -215,15 +216,20 @@ class PeftReference:
         # an aLoRA layer adapts only tokens marked active: mark every probe row (one token each)
         extra = {"alora_offsets": [1] * len(x)} if self.invocation_tokens(adapter) else {}
         ids = x if x.dtype.kind in "iu" else None
-        with self._base_weights(layer, module, ids), float32(layer):
+        with self._lock, self._base_weights(layer, module, ids), float32(layer):
             return (layer(inp, **extra) - layer.base_layer(inp)).float().numpy()
 
     def expert_delta(self, layer, adapter: str) -> np.ndarray:
         """ΔW (E, out, in) as PEFT's ParamWrapper computes it for its forward (scaling included), in float32: PEFT
         casts it to the parameter's dtype, which for a bf16 checkpoint would round away what is being checked."""
-        import torch
 
         base = layer.get_base_layer()
+        with self._lock:  # the base checks' threads ask too, and two parts can share one wrapper (gate_up)
+            return self._expert_delta(layer, base, adapter)
+
+    def _expert_delta(self, layer, base, adapter: str) -> np.ndarray:
+        import torch
+
         kept = dict(base._parameters)
         param = kept.get(layer.parameter_name)
         try:
@@ -372,11 +378,13 @@ def stand_in(shape, dtype):
     """A parameter of the given shape and dtype that takes no memory: one zero, broadcast (writing it fails)."""
     import torch
 
-    return torch.nn.Parameter(torch.zeros((), dtype=dtype).expand(shape), requires_grad=False)
+    p = torch.nn.Parameter(torch.zeros((), dtype=dtype).expand(shape), requires_grad=False)
+    p.lorapack_stand_in = True
+    return p
 
 
 def is_stand_in(t) -> bool:
-    return t.dim() > 0 and t.numel() > 1 and all(s == 0 for s in t.stride())
+    return getattr(t, "lorapack_stand_in", False)
 
 
 def full_model(base: Path):

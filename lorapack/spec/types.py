@@ -104,10 +104,7 @@ def _bf16_to_f16(raw: np.ndarray) -> np.ndarray:
     either way). Large blocks go through torch's vectorised, threaded cast: ~4x faster than the lookup."""
     if raw.size >= (1 << 20) and (torch := _torch()) is not None:
         out = np.empty(raw.shape, np.float16)
-        with warnings.catch_warnings():  # raw is a read-only view of the bytes read; torch only reads it
-            warnings.simplefilter("ignore", UserWarning)
-            src = torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
-        torch.from_numpy(out).copy_(src)
+        torch.from_numpy(out).copy_(torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16))
         return out
     return _lookup(_bf16_table(QT.F16), raw).view(np.float16)
 
@@ -119,6 +116,9 @@ def _torch():
         import torch
     except ImportError:
         return None
+    # raw blocks are read-only views of the bytes read, which torch only reads (set once: catch_warnings is
+    # not thread-safe, and two producers convert at once)
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
     return torch
 
 
