@@ -81,7 +81,7 @@ class TensorRef:
         """How many rows fit in max_bytes (at least one)."""
         return max(1, max_bytes // max(1, self.nbytes // max(self.rows, 1)))
 
-    def row_chunks(self, max_bytes: int = 16 << 20) -> list[tuple[int, int]]:
+    def row_chunks(self, max_bytes: int = 8 << 20) -> list[tuple[int, int]]:
         """Row ranges of about `max_bytes` each, so huge tensors (embeddings) stream in pieces."""
         rows = self.rows
         step = max(1, max_bytes // max(1, self.nbytes // max(rows, 1)))
