@@ -380,6 +380,32 @@ def test_reference_holds_no_base_weights(samples):
     assert is_stand_in(layer.base_layer.weight)  # released after the layer ran
 
 
+def test_several_adapters_read_each_base_weight_once(good, samples, monkeypatch):
+    """Two adapters of the same layers: the contributions run layer by layer, so each adapted layer's base weight
+    is read from the source once for both (the report keeps its adapter-by-adapter order)."""
+    import collections
+
+    from lorapack.validate import reference
+    from lorapack.validate.run import Request
+    from lorapack.validate.run import validate as run_validate
+
+    reads, real = collections.Counter(), reference.Source.get
+
+    def get(self, name, rows=None, out=None):
+        if out is not None:  # a layer's whole base weight, for PEFT's forward
+            reads[name] += 1
+        return real(self, name, rows, out)
+
+    monkeypatch.setattr(reference.Source, "get", get)
+    adapters = [("plain", samples / LLAMA / "adapters" / "plain"), ("rs", samples / LLAMA / "adapters" / "rslora")]
+    result = run_validate(Request(good / "sep", samples / LLAMA / "base", adapters))
+    pairs = [c.name for c in result.checks if c.kind == "adapter"]
+    print(f"{len(pairs)} adapter checks, {len(reads)} base weights read, at most {max(reads.values())} times each")
+    assert result.ok and len(pairs) > len(reads) > 0
+    assert max(reads.values()) == 1
+    assert [n.split(":")[0] for n in pairs] == sorted((n.split(":")[0] for n in pairs), key=["plain", "rs"].index)
+
+
 def test_end_to_end_refused_up_front_when_it_cannot_fit(samples, tmp_path):
     """--end-to-end on a model that cannot fit in this machine's memory exits 2 with the memory it would need,
     before anything is loaded: never an out-of-memory kill part way through. The 70B-shaped checkpoint is a

@@ -91,6 +91,7 @@ class Validator:
         self.probes, self.seed = probes, seed
         self.checks: list[Check] = []
         self._sink = threading.local()
+        self._pending: list = []  # (module, report index, contribution arguments)
 
     def add(self, name: str, kind: str, value, tolerance, ok: bool) -> None:
         sink = getattr(self._sink, "checks", self.checks)  # a worker's own list while it runs a job
@@ -118,6 +119,12 @@ class Validator:
         for name, view in self.art.adapters.items():
             if name in self.ref.layers:
                 self.adapter(name, view)
+        try:
+            for module, index, args in sorted(self._pending, key=lambda p: (p[0], p[1])):
+                self.checks[index] = self._collect(self.contribution, *args)
+        finally:  # placeholders of checks not reached (an unreadable tensor part way) are dropped
+            self.checks[:] = [c for item in self.checks if item is not None
+                              for c in (item if isinstance(item, list) else [item])]
         if self.art.kind == "merged":
             self.merged()
         if self.art.base is not None:
@@ -355,7 +362,10 @@ class Validator:
                 missing = "lora_b" if "lora_a" in parts else "lora_a"
                 self.add(f"{name}: {stem}.{missing}", "structure", "missing (incomplete pair)", "present", False)
                 continue
-            self.contribution(name, view, module, stem, parts)
+            # run module by module after every adapter's structure checks (each layer's base weight is then
+            # read once for all the adapters that adapt it); the check keeps this place in the report
+            self._pending.append((module, len(self.checks), (name, view, module, stem, parts)))
+            self.checks.append(None)
 
     def experts(self, name: str, view: AdapterView, pairs: dict, layers: dict) -> dict:
         """Stacked expert LoRA against PEFT's ParamWrappers; takes their stems out of `pairs` and returns the

@@ -120,6 +120,7 @@ class PeftReference:
         layer runs, so memory does not grow with the model. Whole-model logits need weights=None."""
         self._weights = weights
         self._scratch: dict[str, np.ndarray] = {}  # parameter name → a buffer reused layer after layer
+        self._holds: dict[str, str | None] = {}  # parameter name → the source tensor its buffer holds
         self._lock = threading.RLock()  # the model's parameters are swapped while a layer runs: one at a time
         # the adapters' files are checked (and their configs resolved) before torch is even imported
         tmp = tempfile.TemporaryDirectory(prefix="lorapack-ref-")
@@ -271,7 +272,13 @@ class PeftReference:
             n = int(np.prod(shape))
             if self._scratch.get(slot, np.empty(0)).size < n:
                 self._scratch[slot] = np.empty(n, np.float32)
-            return src.get(name, out=self._scratch[slot][:n].reshape(shape))
+                self._holds.pop(slot, None)
+            value = self._scratch[slot][:n].reshape(shape)
+            if self._holds.get(slot) != name:  # the next adapter of the same layer finds it read already
+                self._holds[slot] = None
+                src.get(name, out=value)
+                self._holds[slot] = name
+            return value
         value = np.zeros(shape, np.float32)  # calloc'd: rows never written take no memory
         for row in np.unique(ids):
             value[row] = src.get(name, slice(int(row), int(row) + 1))[0]
