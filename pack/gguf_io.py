@@ -87,7 +87,7 @@ def layout(tensors: list[PlannedTensor]) -> list[tuple[PlannedTensor, int, int]]
 def write_plan(path: Path, plan: Plan, progress: Callable[[int], None] | None = None) -> None:
     """Write `plan` to `path` (the caller handles temporary names and renaming).
 
-    Producer threads read, convert and encode the tensors' pieces (each ahead by at most AHEAD pieces) while
+    Producer threads read, convert and encode the tensors' pieces (each ahead by at most AHEAD_BYTES) while
     this thread writes them in order: reading and converting overlap the writes, and memory stays a few
     pieces per producer."""
     placed = layout(plan.tensors)
@@ -99,7 +99,7 @@ def write_plan(path: Path, plan: Plan, progress: Callable[[int], None] | None = 
         later = _write_header(f, plan, placed)
         # producers take tensors in turn (0, 2, 4… and 1, 3, 5…), each reading its tensor front to back
         stop = threading.Event()
-        queues = [_Pieces(AHEAD, stop) for _ in range(PRODUCERS)]
+        queues = [_Pieces(AHEAD_BYTES, stop) for _ in range(PRODUCERS)]
         producers = [threading.Thread(target=_produce_all, args=(placed[k::PRODUCERS], q, stop), daemon=True)
                      for k, q in enumerate(queues)]
         for p in producers:
@@ -252,7 +252,7 @@ class _Pieces:
             return item
 
 
-AHEAD = 32 << 20  # bytes of encoded pieces queued per producer (pieces of large tensors are 16 MiB)
+AHEAD_BYTES = 32 << 20  # encoded pieces queued per producer (pieces of large tensors are 16 MiB)
 # converting (reading, casting, hashing for the fingerprint, checking) costs more CPU than writing: one
 # producer per core, up to two (each holds one tensor's pieces, so memory stays a few pieces per producer)
 PRODUCERS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

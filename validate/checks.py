@@ -63,6 +63,14 @@ class ErrorSum:
     def __init__(self):
         self.sq_diff = self.sq_ref = self.max_abs = 0.0
 
+    @classmethod
+    def of(cls, got: np.ndarray, want: np.ndarray) -> ErrorSum:
+        """Two whole arrays of the same size, compared BLOCK_VALUES at a time."""
+        error, g, w = cls(), got.reshape(-1), want.reshape(-1)
+        for start in range(0, max(g.size, 1), BLOCK_VALUES):
+            error.add(g[start:start + BLOCK_VALUES], w[start:start + BLOCK_VALUES])
+        return error
+
     def add(self, got: np.ndarray, want: np.ndarray) -> None:
         diff, w = (got - want).ravel(), want.ravel()
         self.sq_diff += float(np.dot(diff, diff))
@@ -313,15 +321,7 @@ class Validator:
             if got is None or got.shape != shape:
                 self.add(t.name, "base", f"shape {list(t.shape)}", f"{list(shape)}", False)
                 return
-            error = ErrorSum()
-            if not shape:  # a scalar
-                error.add(got, self.src.get(src_name))
-            else:
-                want = np.empty(shape, np.float32)
-                for rows, raw in self.src.blocks(src_name, per_block):  # the fingerprint's digest on the way
-                    to_f32(raw, dtype, want[rows])
-                for start in range(0, shape[0], per_block):
-                    error.add(got[start:start + per_block], want[start:start + per_block])
+            error = ErrorSum.of(got, self.src.read_into(src_name, np.empty(shape, np.float32)))
             self.add(t.name, "base", error.rel, tol, tol.ok(error.rel, error.max_abs))
             return
         if t.shape[1:] != shape[1:] or t.shape[0] > shape[0]:
@@ -529,10 +529,10 @@ class Validator:
         self.add(f"{t.name} (adapter delta)", "merged", rel, part_tol, part_tol.ok(rel, max_abs))
 
 
-def source_fingerprint(src: Source, pool: ThreadPoolExecutor | None = None) -> str:
+def source_fingerprint(src: Source, pool: ThreadPoolExecutor) -> str:
     """The documented base fingerprint, recomputed from the safetensors files (docs/combined-format.md). Digests
     the base checks already recorded are reused; the rest are read here, on the pool's threads."""
     names = sorted(src.names())
-    digests = list(pool.map(src.digest, names)) if pool is not None else [src.digest(n) for n in names]
+    digests = list(pool.map(src.digest, names))
     lines = [f"{name}|{src.dtype(name)}|{list(src.shape(name))}|{digest}\n" for name, digest in zip(names, digests)]
     return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -66,18 +66,23 @@ class Source:
     def _ref(self, name: str) -> TensorRef:
         return self._refs[self.stored(name) or name]
 
-    def raw(self, name: str, rows: slice | None = None) -> bytes:
-        return self._ref(name).read_bytes(*self._span(name, rows))
-
     def get(self, name: str, rows: slice | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """float32 values in numpy order (rows: only those rows; out: the whole tensor into this float32 array,
-        read in pieces that malloc reuses, where one fresh buffer of its size would be page-faulted in)."""
+        read in pieces that malloc reuses, where one fresh buffer of its size would be page-faulted in, and
+        hashed on the way for the fingerprint)."""
         ref = self._ref(name)
         if out is not None and rows is None and ref.shape:
-            for start, stop in ref.row_chunks():
-                to_f32(ref.read_raw(start, stop), ref.dtype, out[start:stop])
-            return out
+            return self.read_into(name, out)
         return to_f32(ref.read_raw(*self._span(name, rows)), ref.dtype, out).astype(np.float32, copy=False)
+
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
+        """The whole tensor as float32 into `out`, in row blocks (see blocks)."""
+        ref = self._ref(name)
+        if not ref.shape:  # a scalar
+            return to_f32(ref.read_raw(), ref.dtype, out)
+        for part, raw in self.blocks(name, ref.rows_per(8 << 20)):
+            to_f32(raw, ref.dtype, out[part])
+        return out
 
     def blocks(self, name: str, rows_per_block: int):
         """(rows, raw values) of the whole tensor in order, each byte read once; the bytes' sha256 is recorded

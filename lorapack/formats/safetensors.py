@@ -83,8 +83,7 @@ class TensorRef:
 
     def row_chunks(self, max_bytes: int = 8 << 20) -> list[tuple[int, int]]:
         """Row ranges of about `max_bytes` each, so huge tensors (embeddings) stream in pieces."""
-        rows = self.rows
-        step = max(1, max_bytes // max(1, self.nbytes // max(rows, 1)))
+        rows, step = self.rows, self.rows_per(max_bytes)
         return [(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
