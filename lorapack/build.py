@@ -16,8 +16,9 @@ from lorapack.convert.peft import load_adapter
 from lorapack.errors import LorapackError
 from lorapack.names import parse_adapter_arg
 from lorapack.outputs import check_output, staged
-from lorapack.pack.gguf_io import total_bytes, write_plan
+from lorapack.pack.gguf_io import total_bytes, write_files
 from lorapack.pack.layouts import adapters_only_plans, combined_plan, merged_plan, separate_plans, write_separate
+from lorapack.pack.split import split_files
 from lorapack.spec.plan import Plan
 from lorapack.spec.types import ADAPTER_OUTTYPES, nbytes, parse_outtype
 
@@ -34,6 +35,7 @@ class BuildRequest:
     adapters_only: bool = False
     force: bool = False
     dry_run: bool = False
+    split_max_size: int = 0  # bytes of tensor data per file of a split GGUF; 0: one file
 
 
 def check_request(req: BuildRequest) -> list[tuple[str, Path]]:
@@ -52,6 +54,8 @@ def check_request(req: BuildRequest) -> list[tuple[str, Path]]:
         problems.append("the merged layout needs at least one adapter")
     if req.adapters_only and not named:
         problems.append("--adapters-only needs at least one adapter")
+    if req.split_max_size and req.adapters_only:
+        problems.append("--split-max-size splits the model file; --adapters-only writes adapter files only")
     if problems:
         raise LorapackError(*problems, hint="see lorapack build --help")
     inputs = (req.base, *(p for _, p in named))
@@ -64,6 +68,9 @@ def check_request(req: BuildRequest) -> list[tuple[str, Path]]:
         for name, _ in named:
             if (req.out / "adapters").is_dir():
                 check_output(req.out / "adapters" / f"{name}.gguf", req.force, "file", inputs)
+    elif req.split_max_size and req.layout != "separate":  # the shards' names are known once planned
+        if not Path(os.path.abspath(req.out)).parent.is_dir():
+            raise LorapackError(f"output folder {req.out.parent} does not exist")
     else:
         check_output(req.out, req.force, "dir" if req.layout == "separate" else "file", inputs)
     return named
@@ -91,38 +98,42 @@ def run_build(req: BuildRequest, progress: Callable[[int], Callable[[int], None]
     if req.dry_run:
         return dry_run_report(req, plans) + notes
     check_space(req.out, plans)
+    inputs = (req.base, *(a.path for a in adapters))
     if req.adapters_only:
         return _write_adapters_only(req, plans, progress) + notes
     if req.layout == "separate":
-        with staged(req.out, req.force, "dir", (req.base, *(a.path for a in adapters))) as tmp:
+        with staged(req.out, req.force, "dir", inputs) as tmp:
             bar = progress(total_bytes(plans.values()))
             written = write_separate(tmp, {str(p.relative_to(req.out)): plan for p, plan in plans.items()},
                                      adapters, bar)
             bar.close()
         return [f"wrote {req.out}/ (separate layout)", "run it with:"] + [
             "  " + line.replace(str(tmp), str(req.out)) for line in written.notes] + notes
-    (plan,) = plans.values()
-    with staged(req.out, req.force, "file", (req.base, *(a.path for a in adapters))) as tmp:
-        bar = progress(total_bytes([plan]))
-        write_plan(tmp, plan, bar)
-        bar.close()
-    lines = [f"wrote {req.out} ({req.layout} layout, {len(plan.tensors)} tensors)"]
+    _write_staged(req, plans, progress, inputs)
+    first, n_tensors = next(iter(plans)), sum(len(p.tensors) for p in plans.values())
+    lines = [f"wrote {first} ({req.layout} layout, {n_tensors} tensors"
+             + (f", split in {len(plans)} files)" if len(plans) > 1 else ")")]
     if req.layout == "combined" and adapters:
         lines += ["llama.cpp loads models without extra tensors; to run it, unpack it first:",
-                  f"  lorapack unpack {req.out} -o {req.out.with_suffix('')}-separate"]
+                  f"  lorapack unpack {first} -o {req.out.with_suffix('')}-separate"]
     return lines + notes
 
 
 def _plans(req: BuildRequest, model, adapters, outtype, adapter_outtype) -> dict[Path, Plan]:
-    """Every file the request writes (its final path) → its plan; nothing is read or written yet."""
+    """Every file the request writes (its final path) → its plan; nothing is read or written yet. With
+    --split-max-size the model file (not the adapter files, which llama.cpp reads whole) may become shards."""
     if req.adapters_only:
         return {req.out / "adapters" / f"{n}.gguf": p
                 for n, p in adapters_only_plans(model, adapters, adapter_outtype).items()}
     if req.layout == "separate":
-        return {req.out / rel: p for rel, p in separate_plans(model, adapters, outtype, adapter_outtype).items()}
+        plans = {req.out / rel: p for rel, p in separate_plans(model, adapters, outtype, adapter_outtype).items()}
+        base = req.out / "base.gguf"
+        return {**split_files(base, plans.pop(base), req.split_max_size), **plans}
     if req.layout == "combined":
-        return {req.out: combined_plan(model, adapters, outtype, adapter_outtype)}
-    return {req.out: merged_plan(model, adapters, req.scales, outtype)}
+        plan = combined_plan(model, adapters, outtype, adapter_outtype)
+    else:
+        plan = merged_plan(model, adapters, req.scales, outtype)
+    return split_files(req.out, plan, req.split_max_size)
 
 
 def file_bytes(plan: Plan) -> int:
@@ -171,15 +182,21 @@ def dry_run_report(req: BuildRequest, plans: dict[Path, Plan]) -> list[str]:
     return lines + [f"dry run: {len(plans)} file(s), about {_size(total)}; nothing was written"]
 
 
-def _write_adapters_only(req: BuildRequest, plans: dict[Path, Plan], progress) -> list[str]:
-    """Each DIR/adapters/NAME.gguf is staged on its own and placed only when all of them are complete."""
-    (req.out / "adapters").mkdir(parents=True, exist_ok=True)
+def _write_staged(req: BuildRequest, plans: dict[Path, Plan], progress, inputs: tuple[Path, ...] = ()) -> None:
+    """Each file is staged on its own and placed only when all of them are complete (the shards of a split
+    GGUF, the adapter files of --adapters-only)."""
+    for path in plans:  # before any work: a shard name that exists, an input in the way
+        check_output(path, req.force, "file", inputs)
     bar = progress(total_bytes(plans.values()))
     with contextlib.ExitStack() as stack:
-        for path, plan in plans.items():
-            tmp = stack.enter_context(staged(path, req.force))
-            write_plan(tmp, plan, bar)
+        write_files({stack.enter_context(staged(path, req.force, "file", inputs)): plan
+                     for path, plan in plans.items()}, bar)
     bar.close()
+
+
+def _write_adapters_only(req: BuildRequest, plans: dict[Path, Plan], progress) -> list[str]:
+    (req.out / "adapters").mkdir(parents=True, exist_ok=True)
+    _write_staged(req, plans, progress)
     return [f"wrote {len(plans)} adapter file(s) in {req.out / 'adapters'}/"] + [
         f"  llama-server -m BASE.gguf --lora {path}" for path in plans]
 

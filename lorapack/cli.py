@@ -155,19 +155,26 @@ def parse_scales(values: tuple[str, ...]) -> dict[str, float]:
               help="Merged layout only: weight of adapter NAME (default 1).")
 @click.option("--adapters-only", is_flag=True, help="Separate layout: write only adapters/ (you have the base GGUF).")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.option("--split-max-size", default="0", show_default=True, metavar="N[K|M|G]",
+              help="Write the model (combined or merged file, separate layout's base) as llama.cpp's split GGUF: "
+                   "NAME-00001-of-0000N.gguf files of at most N bytes of tensors each (K, M, G: 1000, 1000², "
+                   "1000³), cut as convert_hf_to_gguf.py --split-max-size cuts them. llama.cpp opens the first "
+                   "file; lorapack reads any of them. 0: one file.")
 @click.option("--dry-run", is_flag=True,
               help="Print the files, tensors, types and sizes it would write; write nothing.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
-def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapters_only, force, dry_run, quiet):
+def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapters_only, split_max_size, force,
+          dry_run, quiet):
     """Convert BASE (a Hugging Face folder) and PEFT ADAPTERs ([NAME=]DIR) to GGUF.
 
     An ADAPTER argument is NAME=DIR when the text before the first '=' is a name ([A-Za-z0-9][A-Za-z0-9_-]{0,31});
     otherwise the adapter is named after its folder.
     """
     from lorapack.build import BuildRequest, run_build
+    from lorapack.pack.split import parse_size
 
     req = BuildRequest(base, list(adapters), out, layout, outtype, adapter_outtype, parse_scales(scales),
-                       adapters_only, force, dry_run)
+                       adapters_only, force, dry_run, parse_size(split_max_size))
     notes = run_build(req, lambda total: Progress(total, "writing", quiet))
     if not quiet or dry_run:
         for line in notes:
@@ -175,13 +182,13 @@ def build(base, adapters, out, layout, outtype, adapter_outtype, scales, adapter
 
 
 @cli.command()
-@click.argument("combined", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("combined", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
 def unpack(combined, out, force, quiet):
     """Write the separate layout (base.gguf + adapters/*.gguf) from a COMBINED file, byte for byte as
-    `build --layout separate` would."""
+    `build --layout separate` would. A split COMBINED file is named by any of its shards."""
     from lorapack.outputs import staged
     from lorapack.pack.unpack import unpack as do_unpack
 
@@ -194,11 +201,11 @@ def unpack(combined, out, force, quiet):
 
 
 @cli.command()
-@click.argument("target", type=click.Path(path_type=Path, exists=True))
+@click.argument("target", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(target, as_json):
     """Show what a GGUF file (or a separate-layout folder) holds: architecture, tensors by type, adapters,
-    fingerprints."""
+    fingerprints. A split GGUF is named by any of its shards (or the name it was built as)."""
     from lorapack.pack.inspect import describe, render
 
     info = describe(target)

@@ -6,14 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 from lorapack.errors import LorapackError, clean
-from lorapack.formats.gguf import adapter_names, read_gguf
+from lorapack.formats.gguf import adapter_names, first_shard, read_model
 from lorapack.spec import keys
 
 from .layouts import ADAPTER_NS, COMBINED
 
 
 def describe_file(path: Path) -> dict:
-    f = read_gguf(path)
+    f = read_model(path)
     adapters = adapter_names(f, keys.COMBINED_ADAPTERS)
     base_tensors = [t for t in f.tensors if not t.name.startswith(ADAPTER_NS)]
     info = {
@@ -21,10 +21,12 @@ def describe_file(path: Path) -> dict:
         "architecture": f.typed("general.architecture", "str"),
         "type": f.typed("general.type", "str"),
         "tensors": len(f.tensors),
-        "bytes": path.stat().st_size,
+        "bytes": sum(p.stat().st_size for p in f.files),
         "tensor_types": dict(Counter(t.qtype.name for t in base_tensors)),
         "base_fingerprint": f.typed(keys.FINGERPRINT, "str"),
     }
+    if f.shards:
+        info["split"] = [str(p) for p in f.shards]
     if info["type"] == "adapter":
         info["adapter"] = _adapter(lambda k, kind: f.typed(k, kind), f.tensors)
     if adapters:
@@ -49,7 +51,8 @@ def _adapter(get, tensors) -> dict:
 
 def describe(target: Path) -> dict:
     if target.is_dir():
-        files = ([target / "base.gguf"] if (target / "base.gguf").exists() else [])
+        base = first_shard(target / "base.gguf") or target / "base.gguf"
+        files = [base] if base.exists() else []
         files += sorted((target / "adapters").glob("*.gguf")) if (target / "adapters").is_dir() else []
         if not files:
             raise LorapackError(f"{target} holds neither base.gguf nor adapters/*.gguf",

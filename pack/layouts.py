@@ -19,7 +19,7 @@ from lorapack.errors import LorapackError
 from lorapack.spec import keys, kinds, lora
 from lorapack.spec.plan import Later, Plan, PlannedTensor, array, string
 
-from .gguf_io import write_plan
+from .gguf_io import write_files
 
 COMBINED, ADAPTER_NS = keys.COMBINED, keys.ADAPTER_NS
 
@@ -80,16 +80,21 @@ def write_separate(dest: Path, plans: dict[str, Plan], adapters: list[Adapter], 
 
 def write_folder(dest: Path, plans: dict[str, Plan], names: list[str], progress=None,
                  alora: frozenset[str] = frozenset()) -> Written:
+    """`plans`: file name relative to dest (base.gguf, or a split base's shards, then adapters/NAME.gguf)."""
     (dest / "adapters").mkdir(parents=True)
-    for rel, plan in plans.items():
-        write_plan(dest / rel, plan, progress)
-    if "base.gguf" in plans:
-        (dest / "Modelfile").write_text(modelfile(names, alora))
-    return Written([dest / rel for rel in plans], run_lines(dest, names))
+    write_files({dest / rel: plan for rel, plan in plans.items()}, progress)
+    base = next((rel for rel in plans if not rel.startswith("adapters/")), None)
+    if base is not None:
+        shards = sum(not rel.startswith("adapters/") for rel in plans)
+        (dest / "Modelfile").write_text(modelfile(names, alora, base, shards))
+    return Written([dest / rel for rel in plans], run_lines(dest, names, base or "base.gguf"))
 
 
-def modelfile(names: list[str], alora: frozenset[str] = frozenset()) -> str:
-    lines = ["# Ollama: ollama create NAME -f Modelfile", "FROM ./base.gguf"]
+def modelfile(names: list[str], alora: frozenset[str] = frozenset(), base: str = "base.gguf", shards: int = 1) -> str:
+    lines = ["# Ollama: ollama create NAME -f Modelfile", f"FROM ./{base}"]
+    if shards > 1:  # Ollama has long read a model from one file only
+        lines.insert(1, f"# the base is a split GGUF ({shards} files); if your Ollama cannot load it, join it "
+                        f"with: llama-gguf-split --merge {base} base.gguf")
     plain = [n for n in names if n not in alora]
     lines += [f"ADAPTER ./adapters/{n}.gguf" for n in plain[:1]]
     lines += [f"# ADAPTER ./adapters/{n}.gguf  (Ollama applies one adapter per model)" for n in plain[1:]]
@@ -98,9 +103,10 @@ def modelfile(names: list[str], alora: frozenset[str] = frozenset()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_lines(dest: Path, names: list[str]) -> list[str]:
+def run_lines(dest: Path, names: list[str], base: str = "base.gguf") -> list[str]:
+    """llama.cpp opens a split GGUF from its first shard."""
     loras = " ".join(f"--lora {dest / 'adapters' / n}.gguf" for n in names)
-    return [f"llama-cli -m {dest / 'base.gguf'} {loras}", f"llama-server -m {dest / 'base.gguf'} {loras}"]
+    return [f"llama-cli -m {dest / base} {loras}", f"llama-server -m {dest / base} {loras}"]
 
 
 # --- combined ---------------------------------------------------------------------------------------------------

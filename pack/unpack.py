@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorapack.errors import LorapackError
-from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, read_gguf
+from lorapack.formats.gguf import SPLIT_KEYS, CorruptGGUF, GGUFFile, TensorInfo, adapter_names, read_model
 from lorapack.spec import keys
 from lorapack.spec.plan import KV, Plan, PlannedTensor
 
@@ -13,7 +13,8 @@ from .layouts import ADAPTER_NS, COMBINED, Written, write_folder
 
 
 def unpack(path: Path, dest: Path, progress=None) -> Written:
-    f = read_gguf(path)
+    """A split combined GGUF (any of its shards) unpacks to one base.gguf."""
+    f = read_model(path)
     if COMBINED + "adapters" not in f.fields:
         raise LorapackError(f"{path} is not a lorapack combined GGUF (no {COMBINED}adapters key)")
     names = adapter_names(f, COMBINED + "adapters")  # names become file names: the command line's rule
@@ -24,7 +25,8 @@ def unpack(path: Path, dest: Path, progress=None) -> Written:
     if blockers:
         raise LorapackError(*blockers, hint="the separate layout cannot carry these; use the combined file "
                                             "as it is or build --layout merged")
-    plans = {"base.gguf": _subplan(f, lambda k: not k.startswith(COMBINED), lambda t: not t.startswith(ADAPTER_NS))}
+    plans = {"base.gguf": _subplan(f, lambda k: not k.startswith(COMBINED) and k not in SPLIT_KEYS,
+                                   lambda t: not t.startswith(ADAPTER_NS))}
     for n in names:
         ns, tns = f"{COMBINED}{n}.", f"{ADAPTER_NS}{n}."
         plans[f"adapters/{n}.gguf"] = _subplan(

@@ -3,7 +3,7 @@ base and adapter tensors, dequantized to float32 with gguf-py's reference dequan
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ from gguf import GGML_QUANT_SIZES, quants
 from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import LorapackError
-from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, read_gguf
+from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, first_shard, read_gguf, read_model
 from lorapack.spec import keys
 
 COMBINED, NS = keys.COMBINED, keys.ADAPTER_NS
@@ -22,8 +22,8 @@ def dequantize(f: GGUFFile, t: TensorInfo, rows: slice | None = None) -> np.ndar
     row_bytes = t.nbytes // (t.shape[0] if len(t.shape) > 1 else 1)
     if rows is not None and len(t.shape) > 1:
         start, stop, _ = rows.indices(t.shape[0])
-        part = TensorInfo(t.name, (stop - start, *t.shape[1:]), t.qtype, t.offset + start * row_bytes,
-                          (stop - start) * row_bytes)
+        part = replace(t, shape=(stop - start, *t.shape[1:]), offset=t.offset + start * row_bytes,
+                       nbytes=(stop - start) * row_bytes)
         return dequantize(f, part)
     raw = f.read(t)
     if t.qtype in (QT.F32, QT.F16):
@@ -88,11 +88,12 @@ def open_artifact(path: Path) -> Artifact:
     path = Path(path)
     if path.is_dir():
         return _separate(path)
+    path = first_shard(path) or path  # a split GGUF: any shard, or the name it was built as
     if not path.exists():
         raise LorapackError(f"artifact {path} does not exist")
     if not path.is_file():
         raise CorruptGGUF(f"artifact {path} is not a regular file")
-    f = read_gguf(path)
+    f = read_model(path)
     if names := adapter_names(f, keys.COMBINED_ADAPTERS):
         views = {n: AdapterView(n, f, f"{COMBINED}{n}.", f"{NS}{n}.") for n in names}
         return Artifact("combined", path, f, views)
@@ -106,9 +107,14 @@ def open_artifact(path: Path) -> Artifact:
     return Artifact("merged" if f.get(keys.MERGED_ADAPTERS) is not None else "combined", path, f, {})
 
 
+def base_file(folder: Path) -> Path:
+    """A separate layout's base: base.gguf, or the first shard of a split one."""
+    return first_shard(folder / "base.gguf") or folder / "base.gguf"
+
+
 def _separate(path: Path) -> Artifact:
-    base_path = path / "base.gguf"
-    base = read_gguf(base_path) if base_path.exists() else None
+    base_path = base_file(path)
+    base = read_model(base_path) if base_path.exists() else None
     views = {}
     for p in sorted((path / "adapters").glob("*.gguf")) if (path / "adapters").is_dir() else []:
         views[p.stem] = AdapterView(p.stem, read_gguf(p))

@@ -18,7 +18,7 @@ from lorapack.formats.gguf import CorruptGGUF
 from lorapack.spec import kinds, lora
 
 from . import experts as expert_checks
-from .artifact import Artifact, dequantize
+from .artifact import Artifact, base_file, dequantize
 from .checks import Check
 from .inverse import undo
 from .names import Names
@@ -137,7 +137,7 @@ def _runnable(artifact: Artifact, adapter: str | None, tmp: Path) -> tuple[Path,
     if artifact.kind == "merged":
         return artifact.path, None
     if artifact.kind == "separate":
-        return artifact.path / "base.gguf", (artifact.path / "adapters" / f"{adapter}.gguf") if adapter else None
+        return base_file(artifact.path), (artifact.path / "adapters" / f"{adapter}.gguf") if adapter else None
     from lorapack.pack.unpack import unpack  # combined: llama.cpp runs the separate layout it unpacks to
 
     unpack(artifact.path, tmp / "sep")

@@ -5,12 +5,17 @@ Checked as llama.cpp's loader (gguf.cpp) checks: counts bounded by the file's si
 at most 4 dimensions, rows that split into whole blocks, no duplicate keys or tensor names, a power-of-two
 alignment, and tensors laid out in order, aligned and within the file. Large string arrays are skipped with a
 tight loop and decoded only when asked for.
+
+A split GGUF (llama.cpp's `NAME-00001-of-0000N.gguf` files, `split.*` keys) opens as one file through
+`read_model`: the first shard's metadata, every shard's tensors, each read from its own file.
 """
 
 from __future__ import annotations
 
+import glob
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +68,7 @@ class TensorInfo:
     qtype: QT
     offset: int  # absolute file offset
     nbytes: int
+    file: Path | None = None  # the shard holding it, in a split GGUF (else the GGUFFile's path)
 
 
 @dataclass
@@ -70,6 +76,11 @@ class GGUFFile:
     path: Path
     fields: dict[str, Field] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
+    shards: list[Path] = field(default_factory=list)  # a split GGUF's files, first to last (else empty)
+
+    @property
+    def files(self) -> list[Path]:
+        return self.shards or [self.path]
 
     def get(self, key: str, default=None):
         f = self.fields.get(key)
@@ -91,10 +102,11 @@ class GGUFFile:
 
     def read(self, t: TensorInfo) -> np.ndarray:
         """The tensor's stored bytes (F32/F16 as their float dtype, others as uint8)."""
-        with open(self.path, "rb") as fh:
+        path = t.file or self.path
+        with open(path, "rb") as fh:
             buf = os.pread(fh.fileno(), t.nbytes, t.offset)
         if len(buf) != t.nbytes:
-            raise CorruptGGUF(f"{self.path.name}: tensor {t.name} is truncated (the file changed?)")
+            raise CorruptGGUF(f"{path.name}: tensor {t.name} is truncated (the file changed?)")
         if t.qtype == QT.F32:
             return np.frombuffer(buf, "<f4").reshape(t.shape)
         if t.qtype == QT.F16:
@@ -290,3 +302,73 @@ def adapter_names(f: GGUFFile, key: str) -> list[str]:
     if len(set(names)) != len(names):
         raise CorruptGGUF(f"{f.path.name}: {key} lists an adapter twice")
     return names
+
+
+# --- split GGUF -------------------------------------------------------------------------------------------------
+
+SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
+SPLIT_KEYS = (SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS)
+_SHARD = re.compile(r"(.+)-(\d{5})-of-(\d{5})\.gguf")
+
+
+def shard_path(path: Path, i: int, n: int) -> Path:
+    """llama.cpp's (and gguf-py's) name for shard i (from 0) of n: out.gguf → out-00001-of-00003.gguf."""
+    return path.with_name(f"{path.stem}-{i + 1:05d}-of-{n:05d}.gguf")
+
+
+def first_shard(path: Path) -> Path | None:
+    """The first shard of the split GGUF `path` names (any of its shards, or NAME.gguf when only
+    NAME-00001-of-0000N.gguf exists); None when `path` is not one."""
+    path = Path(path)
+    if m := _SHARD.fullmatch(path.name):
+        return path.with_name(f"{m[1]}-00001-of-{m[3]}.gguf") if path.exists() else None
+    if path.exists() or not path.parent.is_dir():
+        return None
+    found = sorted(path.parent.glob(f"{glob.escape(path.stem)}-00001-of-[0-9][0-9][0-9][0-9][0-9].gguf"))
+    if len(found) > 1:
+        raise LorapackError(f"{path} does not exist, and {len(found)} split GGUFs start with its name "
+                            f"({', '.join(p.name for p in found[:3])})", hint="name one of their shards")
+    return found[0] if found else None
+
+
+def read_model(path: Path) -> GGUFFile:
+    """A GGUF file, or a whole split GGUF named by any of its shards (or by NAME.gguf), checked as llama.cpp
+    checks splits: every shard present, numbered in order, agreeing on the count, holding the tensor count
+    the first one promises, no tensor in two shards."""
+    path = Path(path)
+    first = first_shard(path) or path
+    f = read_gguf(first)
+    n = f.typed(SPLIT_COUNT, "int")
+    if n is None:
+        if first != path:  # NAME-00001-of-0000N.gguf without split keys: not what its name says
+            raise CorruptGGUF(f"{first.name} is named as a shard but has no {SPLIT_COUNT} key")
+        return f
+    m = _SHARD.fullmatch(first.name)
+    if m is None or int(m[3]) != n:
+        raise CorruptGGUF(f"{first.name}: {SPLIT_COUNT} is {n} but the file is not named NAME-00001-of-{n:05d}.gguf")
+    base = first.with_name(m[1] + ".gguf")
+    shards = [f] + [_shard(shard_path(base, i, n), i, n) for i in range(1, n)]
+    _check_split(f, shards, n)
+    out = GGUFFile(first, f.fields, [], [s.path for s in shards])
+    for s in shards:
+        out.tensors += [TensorInfo(t.name, t.shape, t.qtype, t.offset, t.nbytes, s.path) for t in s.tensors]
+    return out
+
+
+def _shard(path: Path, i: int, n: int) -> GGUFFile:
+    if not path.exists():
+        raise CorruptGGUF(f"shard {i + 1} of {n}, {path.name}, is missing")
+    return read_gguf(path)
+
+
+def _check_split(f: GGUFFile, shards: list[GGUFFile], n: int) -> None:
+    names: set[str] = set()
+    for i, s in enumerate(shards):
+        if s.typed(SPLIT_NO, "int") != i or s.typed(SPLIT_COUNT, "int") != n:
+            raise CorruptGGUF(f"{s.path.name}: {SPLIT_NO}/{SPLIT_COUNT} are {s.get(SPLIT_NO)}/{s.get(SPLIT_COUNT)}, "
+                              f"expected {i}/{n}")
+        if dup := next((t.name for t in s.tensors if t.name in names), None):
+            raise CorruptGGUF(f"{s.path.name}: tensor {dup!r} is in two shards")
+        names.update(t.name for t in s.tensors)
+    if (want := f.typed(SPLIT_TENSORS, "int")) != len(names):
+        raise CorruptGGUF(f"{f.path.name}: {SPLIT_TENSORS} is {want} but the shards hold {len(names)} tensors")
