@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from gguf import GGML_QUANT_VERSION, Keys
@@ -184,8 +185,8 @@ def planned(model: BaseModel, name: str, hf_name: str, ref: TensorRef, outtype: 
     if n_vocab is not None and name in ("token_embd.weight", "output.weight"):
         shape = (min(shape[0], n_vocab), *shape[1:])
     qtype = stored_type(name, shape, outtype)
-    produce, chunks, encoded = _producer(model, name, ref, shape, qtype, delta)
-    return PlannedTensor(name, shape, qtype, produce, hf_name, chunks, encoded)
+    produce, pieces, encoded = _producer(model, name, ref, shape, qtype, delta)
+    return PlannedTensor(name, shape, qtype, produce, hf_name, pieces, encoded)
 
 
 def read(model: BaseModel, ref: TensorRef, start: int, stop: int) -> np.ndarray:
@@ -202,7 +203,7 @@ def _role(name: str) -> str:
 
 def _producer(model: BaseModel, name: str, ref: TensorRef, shape: tuple[int, ...], qtype: QT,
               delta: Delta | None):
-    """(produce, chunks, encoded): the transformed values whole, the same in row blocks when every transform is
+    """(produce, pieces, encoded): the transformed values whole, the same in row blocks when every transform is
     row-local, and whether they come already encoded (a direct bit mapping, no float arithmetic needed)."""
     role = _role(name)
     plain = not changes_values(model, name, role)  # bits may map straight across
@@ -223,13 +224,12 @@ def _producer(model: BaseModel, name: str, ref: TensorRef, shape: tuple[int, ...
         v = rows(0, shape[0] if shape else 1).reshape(shape)
         return forward(model, name, role, v) if not row_local(model, name, role) else v
 
-    def chunks() -> Iterator[np.ndarray]:
-        for start, stop in ref.row_chunks():
-            if start < shape[0]:
-                yield rows(start, min(stop, shape[0]))
-
     big = len(shape) >= 2 and ref.nbytes > (16 << 20)
-    return produce, (chunks if big and row_local(model, name, role) else None), direct is not None
+    if not (big and row_local(model, name, role)):
+        return produce, None, direct is not None
+    pieces = [functools.partial(rows, start, min(stop, shape[0])) for start, stop in ref.row_chunks()
+              if start < shape[0]]
+    return produce, pieces, direct is not None
 
 
 def planned_stack(model: BaseModel, stacked: str, refs: list[TensorRef], outtype: QT,

@@ -152,32 +152,55 @@ def _fingerprint(tensors: dict[str, TensorRef], done: dict[str, str]) -> str:
 
 class StreamHashes:
     """sha256 of each tensor read front to back in row blocks, fed the very bytes the converter read and hashed
-    on a thread of its own (hashing a 16 GB checkpoint is ~8 s of one core: it overlaps the conversion rather
-    than reading the source a second time). A tensor read out of order, or not to its end, is hashed later."""
+    on threads of their own, each tensor on one of them (hashing a 16 GB checkpoint is ~16 s of one core here:
+    it overlaps the conversion rather than reading the source a second time, and is not one thread's work).
+    Two producers may read neighbouring blocks of one tensor at once: a block that arrives before its
+    predecessor waits for it (up to PENDING_BYTES per tensor). A tensor read twice, out of order beyond that,
+    or not to its end, is hashed later, from the file."""
+
+    PENDING_BYTES = 256 << 20
+    LANES = 2  # hashing threads (sha256 is sequential within a tensor; tensors take turns)
 
     def __init__(self):
         self._open: dict[str, tuple[Any, int]] = {}  # tensor → (sha256 so far, next row expected)
+        self._early: dict[str, dict[int, tuple[int, Any]]] = {}  # tensor → {start: (stop, data)} ahead of it
         self._done: dict[str, str] = {}
         self._finished = self._failed = False
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(maxsize=8)  # blocks of bytes waiting to be hashed
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._lane: dict[str, queue.Queue] = {}  # tensor → the queue of the thread that hashes it
+        self._queues = [queue.Queue(maxsize=8) for _ in range(self.LANES)]  # blocks waiting to be hashed
+        self._threads = [threading.Thread(target=self._run, args=(q,), daemon=True) for q in self._queues]
+        for t in self._threads:
+            t.start()
 
     def saw(self, ref: TensorRef, start: int, stop: int, data) -> None:
         """The converter read rows [start, stop) of ref as `data` (its raw bytes)."""
-        with self._lock:  # two producers may read the same tensor (a tied output): neither then counts
-            h, expect = self._open.get(ref.name, (None, 0))
-            if self._finished or self._failed or ref.name in self._done or start != expect:
-                self._open.pop(ref.name, None)  # not a front-to-back read: hashed later, from the file
+        name = ref.name
+        with self._lock:
+            if self._finished or self._failed or name in self._done:
                 return
-            h = h if h is not None else hashlib.sha256()
-            stop = min(stop, ref.rows)
-            self._open[ref.name] = (h, stop)
-            self._queue.put((h, data, ref.name if stop == ref.rows else None))
+            h, expect = self._open.get(name, (None, 0))
+            early = self._early.setdefault(name, {})
+            if start < expect or start in early:  # read again (a tied output): hashed later, from the file
+                return self._drop(name)
+            early[start] = (min(stop, ref.rows), data)
+            if sum(d.nbytes for _, d in early.values()) > self.PENDING_BYTES:
+                return self._drop(name)
+            while expect in early:  # feed every block now in order (one tensor, one thread: its order holds)
+                stop, data = early.pop(expect)
+                if h is None:
+                    h = hashlib.sha256()
+                    self._lane[name] = self._queues[len(self._lane) % self.LANES]
+                self._lane[name].put((h, data, name if stop == ref.rows else None))
+                expect = stop
+            self._open[name] = (h, expect)
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+    def _drop(self, name: str) -> None:
+        self._open[name] = (None, 1 << 62)  # nothing more counts for it
+        self._early.pop(name, None)
+
+    def _run(self, blocks: queue.Queue) -> None:
+        while (item := blocks.get()) is not None:
             h, data, last = item
             if self._failed:
                 continue  # keep draining, so no producer blocks on a full queue
@@ -189,9 +212,11 @@ class StreamHashes:
                 self._failed = True
 
     def finish(self) -> dict[str, str]:
-        """Digests of the tensors read whole (waits for the hashing thread); later reads are not hashed."""
+        """Digests of the tensors read whole (waits for the hashing threads); later reads are not hashed."""
         with self._lock:
             self._finished = True
-        self._queue.put(None)
-        self._thread.join()
+            self._early.clear()
+        for q, t in zip(self._queues, self._threads):
+            q.put(None)
+            t.join()
         return {} if self._failed else dict(self._done)

@@ -67,3 +67,13 @@ def test_a_producer_error_is_raised_by_name(tmp_path):
     plan.tensors.insert(1, PlannedTensor("bad", (4, 4), QT.F32, lambda: np.zeros((3, 4), np.float32)))
     with pytest.raises(LorapackError, match="bad: produced shape"):
         gguf_io.write_plan(tmp_path / "x.gguf", plan)
+
+
+def test_a_device_write_error_reaches_the_caller(tmp_path, monkeypatch):
+    """Blocks are written by a thread of their own: its error (a full disk) is raised in the caller's thread,
+    and the writer does not hang on the buffers that thread held."""
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        _write(tmp_path / "a.gguf", monkeypatch, _write_all=staticmethod(full))

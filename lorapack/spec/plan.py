@@ -7,7 +7,7 @@ only when the writer asks for it. Shapes are in numpy order (rows first); GGUF's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -70,8 +70,9 @@ class PlannedTensor:
     qtype: QT
     produce: Callable[[], np.ndarray]  # float32 or float16 values in numpy order, not yet encoded
     source: str = ""  # the HF tensor(s) it comes from, for messages
-    # optional: the same values as row blocks, for tensors too large to hold twice (embeddings)
-    chunks: Callable[[], Iterator[np.ndarray]] | None = None
+    # optional: the same values as row blocks, in order, each produced on its own (large row-local tensors: so
+    # no tensor is held whole, and both producer threads can work on one tensor)
+    pieces: list[Callable[[], np.ndarray]] | None = None
     encoded: bool = False  # produce() already returns the stored bytes (copied from another GGUF)
     # the writer checks that what it stores is finite (a value that overflows the type becomes inf); off only
     # for bytes copied verbatim from another GGUF
