@@ -1,3 +1,3 @@
-from lorapack.cli import main
+from lorapack.cli import run
 
-main()
+run()

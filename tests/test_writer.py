@@ -77,3 +77,24 @@ def test_a_device_write_error_reaches_the_caller(tmp_path, monkeypatch):
 
     with pytest.raises(OSError, match="No space left"):
         _write(tmp_path / "a.gguf", monkeypatch, _write_all=staticmethod(full))
+
+
+def test_stream_hashes_take_blocks_out_of_order(tmp_path):
+    """Two producers read neighbouring blocks of one tensor: the digest is the tensor's sha256 whatever order
+    its blocks arrive in; a tensor read twice (a tied output) is left for the fingerprint to hash from the file."""
+    from lorapack.convert.checkpoint import StreamHashes
+    from lorapack.formats.safetensors import TensorRef
+
+    data = np.arange(64 * 16, dtype=np.float32).reshape(64, 16)
+    path = tmp_path / "t.bin"
+    path.write_bytes(data.tobytes())
+    a, b = (TensorRef(path, n, "F32", (64, 16), 0, data.nbytes) for n in ("a", "b"))
+    blocks = [(i, i + 8) for i in range(0, 64, 8)]
+    order = [1, 0, 3, 2, 4, 7, 6, 5]  # each block early by one or two, as two producers deliver them
+    hashes = StreamHashes()
+    for k in order:
+        hashes.saw(a, *blocks[k], a.read_raw(*blocks[k]))
+    for k in [0, 1, 0, 2, 3, 4, 5, 6, 7]:  # block 0 again: a second read of the same tensor
+        hashes.saw(b, *blocks[k], b.read_raw(*blocks[k]))
+    done = hashes.finish()
+    assert done == {"a": hashlib.sha256(data.tobytes()).hexdigest()}

@@ -71,12 +71,16 @@ class ErrorSum:
             error.add(g[start:start + BLOCK_VALUES], w[start:start + BLOCK_VALUES])
         return error
 
-    def add(self, got: np.ndarray, want: np.ndarray) -> None:
-        diff, w = (got - want).ravel(), want.ravel()
+    def add(self, got: np.ndarray, want: np.ndarray, scratch: bool = False) -> None:
+        """`scratch`: got is a temporary of this comparison's own, overwritten with |got − want| (no allocation:
+        fresh pages for every block cost more than the arithmetic)."""
+        diff = np.subtract(got, want, out=got if scratch and got.dtype == np.float32 else None).ravel()
+        w = want.ravel()
+        np.abs(diff, out=diff)
         self.sq_diff += float(np.dot(diff, diff))
         self.sq_ref += float(np.dot(w, w))
         if diff.size:  # a NaN makes sq_diff NaN, which fails every tolerance
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
+            self.max_abs = max(self.max_abs, float(np.max(diff)))
 
     @property
     def rel(self) -> float:
@@ -226,7 +230,9 @@ class Validator:
     def base_tensors(self, pool: ThreadPoolExecutor) -> list[Future]:
         """Every base tensor against its source, on the pool's threads (each tensor streams in small blocks);
         the futures' check lists, in report order."""
-        adapted = self.merged_modules() if self.art.kind == "merged" else set()
+        # only a merged file needs the PEFT model here: anything else submits its jobs while it still loads
+        merged = self.merged_names if self.art.kind == "merged" else []
+        adapted = self.merged_modules() if merged else set()
         covered, jobs = set(), []
         for t in self.art.base_tensors():
             if (part := expert_checks.target(self.names, t.name)) is not None:
@@ -245,7 +251,7 @@ class Validator:
             if src_name is None:
                 jobs.append((self.add, t.name, "base", "no source tensor", "present", False))
                 continue
-            saved = [self.ref.saved[n] for n in self.merged_names if f"{module}.{suffix}" in self.ref.saved[n]]
+            saved = [self.ref.saved[n] for n in merged if f"{module}.{suffix}" in self.ref.saved[n]]
             if saved:  # modules_to_save: the merged file carries the adapter's full weight
                 jobs.append((self.compare_full, self.art.base, t, module, saved[-1][f"{module}.{suffix}"], "merged"))
                 continue
@@ -333,7 +339,8 @@ class Validator:
             if rows.start >= t.shape[0]:
                 continue  # rows llama.cpp trims (unused vocabulary): hashed, not compared
             rows = slice(rows.start, min(rows.stop, t.shape[0]))
-            error.add(dequantize(self.art.base, t, rows), to_f32(raw[: rows.stop - rows.start], dtype) + offset)
+            want = to_f32(raw[: rows.stop - rows.start], dtype)
+            error.add(dequantize(self.art.base, t, rows), want + offset if offset else want, scratch=True)
         self.add(t.name, "base", error.rel, tol, tol.ok(error.rel, error.max_abs))
 
     # --- adapters ------------------------------------------------------------------------------------------------
