@@ -13,6 +13,7 @@ from gguf import GGMLQuantizationType as QT
 from lorapack.errors import LorapackError
 from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, first_shard, read_gguf, read_model
 from lorapack.spec import keys
+from lorapack.spec.types import lazy_torch
 
 COMBINED, NS = keys.COMBINED, keys.ADAPTER_NS
 
@@ -26,6 +27,10 @@ def dequantize(f: GGUFFile, t: TensorInfo, rows: slice | None = None) -> np.ndar
                        nbytes=(stop - start) * row_bytes)
         return dequantize(f, part)
     raw = f.read(t)
+    if t.qtype == QT.F16 and raw.size >= (1 << 20) and (torch := lazy_torch()) is not None:
+        out = np.empty(raw.shape, np.float32)  # torch's vectorised cast: numpy's is ~5x slower here
+        torch.from_numpy(out).copy_(torch.from_numpy(raw))
+        return out
     if t.qtype in (QT.F32, QT.F16):
         return raw.astype(np.float32)
     block, size = GGML_QUANT_SIZES[t.qtype]

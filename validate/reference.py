@@ -227,7 +227,19 @@ class PeftReference:
         extra = {"alora_offsets": [1] * len(x)} if self.invocation_tokens(adapter) else {}
         ids = x if x.dtype.kind in "iu" else None
         with self._lock, self._base_weights(layer, module, ids), float32(layer):
-            return (layer(inp, **extra) - layer.base_layer(inp)).float().numpy()
+            # the base layer's own output inside PEFT's forward, so W·x is not computed a second time (a copy:
+            # PEFT may add to it in place, as its aLoRA forward does)
+            seen = []
+            hook = layer.base_layer.register_forward_hook(lambda m, args, out: seen.append((args, out.clone())))
+            try:
+                out = layer(inp, **extra)
+            finally:
+                hook.remove()
+            if len(seen) == 1 and seen[0][0] and seen[0][0][0] is inp:
+                base = seen[0][1]
+            else:  # a variant that calls it otherwise (or not at all): run it on the probes here
+                base = layer.base_layer(inp)
+            return (out - base).float().numpy()
 
     def expert_delta(self, layer, adapter: str) -> np.ndarray:
         """ΔW (E, out, in) as PEFT's ParamWrapper computes it for its forward (scaling included), in float32: PEFT

@@ -102,7 +102,7 @@ def _bf16_to_f16(raw: np.ndarray) -> np.ndarray:
     """bf16 bits → f16 values, bit for bit what bf16 → f32 → f16 (numpy, round to nearest even) gives for
     every finite value (tests/test_ggml_quant.py checks all 65536; a non-finite result is refused by the writer
     either way). Large blocks go through torch's vectorised, threaded cast: ~4x faster than the lookup."""
-    if raw.size >= (1 << 20) and (torch := _torch()) is not None:
+    if raw.size >= (1 << 20) and (torch := lazy_torch()) is not None:
         out = np.empty(raw.shape, np.float16)
         torch.from_numpy(out).copy_(torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16))
         return out
@@ -110,7 +110,7 @@ def _bf16_to_f16(raw: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _torch():
+def lazy_torch():
     """torch, imported the first time a large tensor needs it (a small build never pays for the import)."""
     try:
         import torch
