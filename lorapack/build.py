@@ -184,9 +184,7 @@ def dry_run_report(req: BuildRequest, plans: dict[Path, Plan]) -> list[str]:
 
 def _write_staged(req: BuildRequest, plans: dict[Path, Plan], progress, inputs: tuple[Path, ...] = ()) -> None:
     """Each file is staged on its own and placed only when all of them are complete (the shards of a split
-    GGUF, the adapter files of --adapters-only)."""
-    for path in plans:  # before any work: a shard name that exists, an input in the way
-        check_output(path, req.force, "file", inputs)
+    GGUF, the adapter files of --adapters-only). Every file is staged — and so checked — before any is written."""
     bar = progress(total_bytes(plans.values()))
     with contextlib.ExitStack() as stack:
         write_files({stack.enter_context(staged(path, req.force, "file", inputs)): plan

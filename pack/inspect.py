@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from lorapack.errors import LorapackError, clean
-from lorapack.formats.gguf import adapter_names, first_shard, read_model
+from lorapack.formats.gguf import adapter_names, base_file, read_model
 from lorapack.spec import keys
 
 from .layouts import ADAPTER_NS, COMBINED
@@ -51,7 +51,7 @@ def _adapter(get, tensors) -> dict:
 
 def describe(target: Path) -> dict:
     if target.is_dir():
-        base = first_shard(target / "base.gguf") or target / "base.gguf"
+        base = base_file(target)
         files = [base] if base.exists() else []
         files += sorted((target / "adapters").glob("*.gguf")) if (target / "adapters").is_dir() else []
         if not files:

@@ -11,7 +11,16 @@ from gguf import GGML_QUANT_SIZES, quants
 from gguf import GGMLQuantizationType as QT
 
 from lorapack.errors import LorapackError
-from lorapack.formats.gguf import CorruptGGUF, GGUFFile, TensorInfo, adapter_names, first_shard, read_gguf, read_model
+from lorapack.formats.gguf import (
+    CorruptGGUF,
+    GGUFFile,
+    TensorInfo,
+    adapter_names,
+    base_file,
+    first_shard,
+    read_gguf,
+    read_model,
+)
 from lorapack.spec import keys
 from lorapack.spec.types import lazy_torch
 
@@ -110,11 +119,6 @@ def open_artifact(path: Path) -> Artifact:
     if f.typed("general.type", "str") == "adapter":
         raise LorapackError(f"{path} is a lone adapter file", hint="validate its folder (base.gguf + adapters/)")
     return Artifact("merged" if f.get(keys.MERGED_ADAPTERS) is not None else "combined", path, f, {})
-
-
-def base_file(folder: Path) -> Path:
-    """A separate layout's base: base.gguf, or the first shard of a split one."""
-    return first_shard(folder / "base.gguf") or folder / "base.gguf"
 
 
 def _separate(path: Path) -> Artifact:

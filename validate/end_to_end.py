@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lorapack.formats.gguf import CorruptGGUF
+from lorapack.formats.gguf import CorruptGGUF, base_file
 from lorapack.spec import kinds, lora
 
 from . import experts as expert_checks
-from .artifact import Artifact, base_file, dequantize
+from .artifact import Artifact, dequantize
 from .checks import Check
 from .inverse import undo
 from .names import Names

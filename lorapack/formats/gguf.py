@@ -68,7 +68,7 @@ class TensorInfo:
     qtype: QT
     offset: int  # absolute file offset
     nbytes: int
-    file: Path | None = None  # the shard holding it, in a split GGUF (else the GGUFFile's path)
+    file: Path | None = None  # the file holding it (a split GGUF's shard); None: the GGUFFile's path
 
 
 @dataclass
@@ -268,7 +268,7 @@ def _read_tensors(c: _Cursor, out: GGUFFile, n_tensors: int, size: int) -> None:
             raise CorruptGGUF(f"tensor {name!r} has data offset {offset}, expected {expected}")
         if data_start + offset + nbytes > size:
             raise CorruptGGUF(f"tensor {name!r} runs past the end of the file (truncated?)")
-        out.tensors.append(TensorInfo(name, tuple(reversed(ne)), qtype, data_start + offset, nbytes))
+        out.tensors.append(TensorInfo(name, tuple(reversed(ne)), qtype, data_start + offset, nbytes, out.path))
         expected = offset + nbytes + (align - nbytes % align) % align
 
 
@@ -331,6 +331,11 @@ def first_shard(path: Path) -> Path | None:
     return found[0] if found else None
 
 
+def base_file(folder: Path) -> Path:
+    """A separate layout's base: base.gguf, or the first shard of a split one."""
+    return first_shard(folder / "base.gguf") or folder / "base.gguf"
+
+
 def read_model(path: Path) -> GGUFFile:
     """A GGUF file, or a whole split GGUF named by any of its shards (or by NAME.gguf), checked as llama.cpp
     checks splits: every shard present, numbered in order, agreeing on the count, holding the tensor count
@@ -349,10 +354,7 @@ def read_model(path: Path) -> GGUFFile:
     base = first.with_name(m[1] + ".gguf")
     shards = [f] + [_shard(shard_path(base, i, n), i, n) for i in range(1, n)]
     _check_split(f, shards, n)
-    out = GGUFFile(first, f.fields, [], [s.path for s in shards])
-    for s in shards:
-        out.tensors += [TensorInfo(t.name, t.shape, t.qtype, t.offset, t.nbytes, s.path) for t in s.tensors]
-    return out
+    return GGUFFile(first, f.fields, [t for s in shards for t in s.tensors], [s.path for s in shards])
 
 
 def _shard(path: Path, i: int, n: int) -> GGUFFile:

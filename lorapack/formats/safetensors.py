@@ -87,22 +87,12 @@ class TensorRef:
         return [(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
-def _lazy_torch():
-    """torch once it is loaded (the validator's reference loads it); a build that never needs it never pays
-    for its import here."""
-    import sys
-
-    if "torch" not in sys.modules:
-        return None
-    from lorapack.spec.types import lazy_torch
-
-    return lazy_torch()
-
-
 def to_f32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
     """Stored values as float32 (exact for F16/BF16/F32); into `out` (float32, same shape) when given."""
     if dtype == "BF16":
-        if raw.size >= (1 << 20) and (torch := _lazy_torch()) is not None:  # vectorised: ~20% faster
+        from lorapack.spec.types import loaded_torch
+
+        if raw.size >= (1 << 20) and (torch := loaded_torch()) is not None:  # vectorised: ~20% faster
             out = np.empty(raw.shape, np.float32) if out is None else out
             torch.from_numpy(out).copy_(torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16))
             return out
